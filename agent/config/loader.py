@@ -1,0 +1,270 @@
+"""Load a config folder: agent.yaml plus one file per machine, every problem reported at once
+as `file:line: field: message`."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from agent.config.models import AgentFile, CommonSignal, MachineBase, machine_model
+from agent.config.yaml_source import YamlDocument, YamlSyntaxError, load_yaml
+from drivers.base import DriverSpec
+
+AGENT_FILE = "agent.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One problem: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ConfigInvalid(Exception):
+    """The config folder has problems; `errors` lists all of them."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = list(errors)
+
+
+@dataclass(slots=True)
+class MachineConfig:
+    """A validated machine file."""
+
+    model: Any  # the protocol's machine model (MachineBase + connection + signals)
+    spec: DriverSpec
+    source: Path
+    digest: str  # content hash, so a reload can tell changed machines from unchanged
+
+    @property
+    def id(self) -> str:
+        return self.model.id  # type: ignore[no-any-return]
+
+    def signals_by_group(self) -> dict[str, list[Any]]:
+        """Signals per poll group, in file order; a signal without `poll` is in the only group."""
+        groups: dict[str, list[Any]] = {name: [] for name in self.model.poll}
+        only = next(iter(self.model.poll)) if len(self.model.poll) == 1 else None
+        for signal in self.model.signals:
+            groups[signal.poll or only].append(signal)
+        return {name: signals for name, signals in groups.items() if signals}
+
+
+@dataclass(slots=True)
+class LoadedConfig:
+    """A whole validated config folder."""
+
+    root: Path
+    agent: AgentFile
+    machines: list[MachineConfig] = field(default_factory=list)
+
+
+def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
+    """Validate `root/agent.yaml` and its machine folder; raise ConfigInvalid with every error."""
+    errors: list[ConfigError] = []
+    agent_path = root / AGENT_FILE
+    agent = _validate_file(agent_path, root, AgentFile, errors)
+    if agent is None:
+        # Without a valid agent file the machine folder is still checked at its default place.
+        machines_dir = root / "machines.d"
+    else:
+        machines_dir = (root / agent.machines)
+    machines: list[MachineConfig] = []
+    if not machines_dir.is_dir():
+        errors.append(ConfigError(_rel(agent_path, root), None, "machines",
+                                  f"machine folder {_rel(machines_dir, root)} does not exist"))
+    else:
+        files = sorted([*machines_dir.glob("*.yaml"), *machines_dir.glob("*.yml")])
+        if not files:
+            errors.append(ConfigError(_rel(machines_dir, root), None, "",
+                                      "no machine files (*.yaml) in this folder"))
+        seen: dict[str, str] = {}
+        for path in files:
+            machine = _load_machine(path, root, drivers, errors)
+            if machine is None:
+                continue
+            rel = _rel(path, root)
+            if machine.id in seen:
+                doc = load_yaml(path)
+                errors.append(ConfigError(rel, doc.line_of(["id"]), "id",
+                                          f"machine id {machine.id!r} is already used in {seen[machine.id]}"))
+                continue
+            seen[machine.id] = rel
+            machines.append(machine)
+    if errors or agent is None:
+        raise ConfigInvalid(errors)
+    return LoadedConfig(root, agent, machines)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | None:
+    rel = _rel(path, root)
+    try:
+        doc = load_yaml(path)
+    except FileNotFoundError:
+        errors.append(ConfigError(rel, None, "", "file not found"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.append(ConfigError(rel, None, "", f"cannot read: {exc}"))
+        return None
+    except YamlSyntaxError as exc:
+        errors.append(ConfigError(rel, exc.line, "", f"invalid YAML: {exc}"))
+        return None
+    if not isinstance(doc.data, dict):
+        kind = "empty" if doc.data is None else f"a {type(doc.data).__name__}"
+        errors.append(ConfigError(rel, 1, "", f"expected a mapping of fields, the file is {kind}"))
+        return None
+    return doc
+
+
+def _validate_file(path: Path, root: Path, model: type[BaseModel],
+                   errors: list[ConfigError]) -> Any:
+    doc = _read(path, root, errors)
+    if doc is None:
+        return None
+    return _validate(doc, _rel(path, root), model, errors)
+
+
+def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
+              errors: list[ConfigError], data: Any = None) -> Any:
+    try:
+        return model.model_validate(doc.data if data is None else data)
+    except ValidationError as exc:
+        known = _field_names(model)
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            errors.append(ConfigError(rel, doc.line_of(loc), _field_path(loc),
+                                      _message(err, known)))
+        return None
+
+
+def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
+                  errors: list[ConfigError]) -> MachineConfig | None:
+    rel = _rel(path, root)
+    doc = _read(path, root, errors)
+    if doc is None:
+        return None
+    data = doc.data
+    connection = data.get("connection")
+    protocol = connection.get("protocol") if isinstance(connection, dict) else None
+    spec = drivers.get(protocol) if isinstance(protocol, str) else None
+    if spec is None:
+        # Check the protocol-independent fields anyway so one run shows every problem.
+        partial = {k: v for k, v in data.items() if k not in ("connection", "signals")}
+        _validate(doc, rel, MachineBase, errors, partial)
+        if not isinstance(connection, dict):
+            errors.append(ConfigError(rel, doc.line_of(["connection"]), "connection",
+                                      "required: a mapping with at least `protocol`"))
+        else:
+            choices = ", ".join(sorted(drivers))
+            shown = "missing" if protocol is None else f"{protocol!r} is not one of {choices}"
+            errors.append(ConfigError(rel, doc.line_of(["connection", "protocol"]),
+                                      "connection.protocol", shown if protocol is not None
+                                      else f"required field is missing (one of {choices})"))
+        return None
+    before = len(errors)
+    model = _validate(doc, rel, machine_model(spec), errors)
+    if model is None:
+        return None
+    _check_signals(model, doc, rel, errors)
+    if len(errors) > before:
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return MachineConfig(model, spec, path, digest)
+
+
+def _check_signals(model: Any, doc: YamlDocument, rel: str, errors: list[ConfigError]) -> None:
+    names: dict[str, int] = {}
+    groups = list(model.poll)
+    for i, signal in enumerate(model.signals):
+        if signal.name in names:
+            errors.append(ConfigError(rel, doc.line_of(["signals", i, "name"]), f"signals[{i}].name",
+                                      f"{signal.name!r} is already defined at signals[{names[signal.name]}]"))
+        else:
+            names[signal.name] = i
+        if signal.poll is None and len(groups) > 1:
+            errors.append(ConfigError(rel, doc.line_of(["signals", i]), f"signals[{i}].poll",
+                                      f"required when the machine has several poll groups "
+                                      f"({', '.join(groups)})"))
+        elif signal.poll is not None and signal.poll not in model.poll:
+            errors.append(ConfigError(rel, doc.line_of(["signals", i, "poll"]), f"signals[{i}].poll",
+                                      f"{signal.poll!r} is not a poll group of this machine "
+                                      f"({', '.join(groups)})"))
+
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    stack: list[Any] = [model]
+    seen: set[Any] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            names.add(name)
+            stack.extend(_models_in(info.annotation))
+    names.update(CommonSignal.model_fields)
+    return names
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    found = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found.append(annotation)
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(arg))
+    return found
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _message(err: Mapping[str, Any], known: set[str]) -> str:
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        name = str(err["loc"][-1]) if err["loc"] else ""
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field{hint}"
+    if kind in ("literal_error", "enum"):
+        choices = _QUOTED.findall(str(ctx.get("expected", "")))
+        return f"{value!r} is not one of {', '.join(choices)}"
+    if kind in ("value_error", "assertion_error"):
+        return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} does not match the pattern {ctx.get('pattern')}"
+    msg = str(err["msg"])
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{value!r}: {msg}" if not isinstance(value, (dict, list)) else msg

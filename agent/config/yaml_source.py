@@ -1,0 +1,79 @@
+"""YAML loading that keeps line numbers, so errors can name the line of a field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+
+class YamlSyntaxError(ValueError):
+    """The file is not valid YAML; carries the 1-based line where the parser stopped."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """Plain Python data of a YAML file plus the parsed tree for line look-ups."""
+
+    data: Any
+    tree: Any
+
+    def line_of(self, loc: Sequence[str | int]) -> int:
+        """1-based line of the deepest part of `loc` present in the file."""
+        node, line = self.tree, 1
+        for part in loc:
+            if isinstance(node, CommentedMap) and part in node:
+                child = node[part]
+                if isinstance(child, (CommentedMap, CommentedSeq)):
+                    line = node.lc.key(part)[0] + 1
+                else:
+                    line = node.lc.value(part)[0] + 1
+                node = child
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        return line
+
+
+def _plain(node: Any) -> Any:
+    # ruamel's round-trip types subclass int/float/str; hand pydantic plain values.
+    if isinstance(node, dict):
+        return {_plain(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool):
+        return bool(node)
+    if type(node).__name__ == "ScalarBoolean":
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse one YAML file; raises YamlSyntaxError (with line) or OSError."""
+    text = path.read_text(encoding="utf-8")
+    yaml = YAML(typ="rt")
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise YamlSyntaxError(problem, mark.line + 1 if mark else None) from None
+    except YAMLError as exc:
+        raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
+    return YamlDocument(_plain(tree), tree)

@@ -1,0 +1,1 @@
+"""Protocol drivers. Each driver is a plug-in found through drivers.registry."""

@@ -1,0 +1,69 @@
+"""The contract between the agent and a protocol driver.
+
+A driver is built once per machine from its validated connection settings and the
+protocol-specific part of its signals, grouped by poll group. It plans its reads at
+construction and executes the plan on every `read(group)`. It never raises for device
+trouble: a failed request becomes bad samples with a reason, in signal order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from pydantic import BaseModel
+
+Value = float | int | bool | str | None
+
+# Reasons a sample can be bad; drivers may add `device_exception:<code>` and the like.
+COMM_FAILURE = "comm_failure"
+TIMEOUT = "timeout"
+MALFORMED_REPLY = "malformed_reply"
+OUT_OF_RANGE = "out_of_range"
+CONFIG_ERROR = "config_error"
+
+
+@dataclass(slots=True, frozen=True)
+class RawSample:
+    """One decoded device value before normalization. `reason` is None when good."""
+
+    value: Value
+    ts_ns: int
+    quality: str = "good"
+    reason: str | None = None
+
+
+class Driver(Protocol):
+    """What the agent's scheduler calls. One instance per machine, one connection."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None:
+        """Open the connection; raises OSError/TimeoutError/ConnectionError on failure."""
+
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+
+    async def read(self, group: str) -> list[RawSample]:
+        """Read one poll group; one sample per signal of the group, in config order."""
+
+    def request_count(self, group: str) -> int:
+        """Requests one poll of `group` costs (for metrics and benchmarks)."""
+
+
+DriverFactory = Callable[[Any, Mapping[str, Sequence[Any]]], Driver]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """A protocol plug-in: its config models and how to build a driver.
+
+    `signal_model` holds only the protocol's own signal fields (address, type, ...);
+    the agent adds the common ones (name, unit, scale, poll group, deadband).
+    """
+
+    protocol: str
+    connection_model: type[BaseModel]
+    signal_model: type[BaseModel]
+    factory: DriverFactory

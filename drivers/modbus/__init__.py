@@ -1,0 +1,1 @@
+"""Modbus TCP driver: config model, read planner, codec, transport."""

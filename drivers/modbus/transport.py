@@ -1,0 +1,111 @@
+"""Modbus TCP transport on pymodbus's asyncio client: one connection, typed failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+
+from drivers.modbus.codec import MalformedReply
+
+_FUNCTION_CODES = {"co": 1, "di": 2, "hr": 3, "ir": 4}
+
+
+class DeviceException(Exception):
+    """The device answered with a Modbus exception code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"device exception {code}")
+        self.code = code
+
+
+class ModbusTcpTransport:
+    """One pymodbus client per connection; a new one on every reconnect.
+
+    pymodbus's own reconnect and retries are switched off: the agent's scheduler owns
+    reconnect policy (backoff with jitter), and a retry would double the cost of a dead
+    device on its poll cycle.
+    """
+
+    def __init__(self, host: str, port: int, unit_id: int, timeout: float) -> None:
+        self._host, self._port, self._unit, self._timeout = host, port, unit_id, timeout
+        self._client: AsyncModbusTcpClient | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def connect(self) -> None:
+        """Open the TCP connection or raise ConnectionError/TimeoutError."""
+        self.close()
+        client = AsyncModbusTcpClient(
+            self._host,
+            port=self._port,
+            # Our own wait_for fires first; pymodbus's timeout is only a backstop.
+            timeout=self._timeout + 1.0,
+            retries=0,
+            reconnect_delay=0,
+            trace_connect=self._on_connect_change,
+        )
+        client.set_max_no_responses(1_000_000)
+        self._client = client
+        try:
+            ok = await asyncio.wait_for(client.connect(), self._timeout)
+        except BaseException:
+            self.close()
+            raise
+        if not ok:
+            self.close()
+            raise ConnectionError(f"cannot connect to {self._host}:{self._port}")
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _on_connect_change(self, connected: bool) -> None:
+        # pymodbus leaves a pending request waiting for its full timeout when the peer
+        # closes the socket; fail it at once so a dropped link costs no timeout.
+        if connected or self._client is None:
+            return
+        future = getattr(self._client.ctx, "response_future", None)
+        if future is not None and not future.done():
+            future.set_exception(ConnectionError("connection closed by device"))
+
+    async def read(self, table: str, start: int, count: int) -> Sequence[int] | Sequence[bool]:
+        """Registers or bits of one block. Raises DeviceException, MalformedReply,
+        TimeoutError (connection then closed: a late reply would be misread) or
+        ConnectionError."""
+        client = self._client
+        if client is None or not client.connected:
+            raise ConnectionError("not connected")
+        if table == "hr":
+            call = client.read_holding_registers(start, count=count, device_id=self._unit)
+        elif table == "ir":
+            call = client.read_input_registers(start, count=count, device_id=self._unit)
+        elif table == "co":
+            call = client.read_coils(start, count=count, device_id=self._unit)
+        else:
+            call = client.read_discrete_inputs(start, count=count, device_id=self._unit)
+        try:
+            reply = await asyncio.wait_for(call, self._timeout)
+        except asyncio.TimeoutError:
+            self.close()
+            raise TimeoutError(f"no reply within {self._timeout}s") from None
+        except ConnectionException as exc:
+            self.close()
+            raise ConnectionError(str(exc)) from None
+        except ModbusException as exc:
+            # Wrong transaction or unit id and similar framing-level mismatches.
+            self.close()
+            raise MalformedReply(str(exc)) from None
+        except (ConnectionError, OSError):
+            self.close()
+            raise
+        if reply.isError():
+            raise DeviceException(getattr(reply, "exception_code", 0))
+        if reply.function_code != _FUNCTION_CODES[table]:
+            raise MalformedReply(f"reply function code {reply.function_code}")
+        return reply.bits if table in ("co", "di") else reply.registers

@@ -1,0 +1,8 @@
+"""Protocol name -> driver plug-in. Adding a protocol is one line here."""
+
+from __future__ import annotations
+
+from drivers.base import DriverSpec
+from drivers.modbus.driver import MODBUS_TCP
+
+DRIVERS: dict[str, DriverSpec] = {spec.protocol: spec for spec in (MODBUS_TCP,)}

@@ -1,0 +1,1 @@
+"""Independent, hand-written device simulators (Modbus TCP) for testing and benchmarking the agent."""

@@ -1,0 +1,206 @@
+"""Generic hand-written asyncio Modbus TCP server (MBAP framing) with fault injection.
+
+Deliberately independent of pymodbus so it can catch client bugs. One DataModel per
+listening port, answering a single configured unit id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+from dataclasses import dataclass
+from types import TracebackType
+
+from simulators.modbus_model import (
+    DataModel,
+    ExceptionCode,
+    ModbusError,
+    RegisterBank,
+    Table,
+)
+from simulators.modbus_pdu import READ_FUNCTIONS, exception_pdu, handle_pdu
+
+__all__ = [
+    "DataModel",
+    "ExceptionCode",
+    "FaultConfig",
+    "MBAP_HEADER",
+    "MAX_MBAP_LENGTH",
+    "ModbusError",
+    "ModbusTcpServer",
+    "RegisterBank",
+    "Table",
+]
+
+logger = logging.getLogger(__name__)
+
+# transaction id, protocol id, length (unit id + PDU), unit id
+MBAP_HEADER = struct.Struct(">HHHB")
+# Anything longer cannot be a Modbus TCP ADU (260 bytes max); treat it as a desynchronised
+# or hostile stream rather than trying to resync inside it.
+MAX_MBAP_LENGTH = 260
+_INJECTED_EXCEPTIONS = (ExceptionCode.SERVER_DEVICE_FAILURE, ExceptionCode.SERVER_DEVICE_BUSY)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Fault-injection switches; the defaults inject nothing.
+
+    drop_every: close the connection instead of answering every N-th request (per server).
+    delay_ms: wait this long before answering each request (non-blocking).
+    exception_rate: probability of answering a read with exception 04 or 06.
+    seed: seed of the random generator driving exception_rate.
+    """
+
+    drop_every: int = 0
+    delay_ms: float = 0.0
+    exception_rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.drop_every < 0:
+            raise ValueError("drop_every must be >= 0")
+        if self.delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+        if not 0.0 <= self.exception_rate <= 1.0:
+            raise ValueError("exception_rate must be within 0..1")
+
+
+class ModbusTcpServer:
+    """Serve one DataModel over Modbus TCP on host:port for a single unit id."""
+
+    def __init__(
+        self,
+        model: DataModel,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 502,
+        unit_id: int = 1,
+        faults: FaultConfig | None = None,
+    ) -> None:
+        if not 0 <= unit_id <= 255:
+            raise ValueError("unit_id must be within 0..255")
+        self.model = model
+        self.unit_id = unit_id
+        self.faults = faults or FaultConfig()
+        self._host = host
+        self._port = port
+        self._rng = random.Random(self.faults.seed)
+        self._request_count = 0
+        self._server: asyncio.Server | None = None
+        # Tracked so stop() can end live connections: in 3.11 Server.close() leaves them open.
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    @property
+    def host(self) -> str:
+        """Address the server was asked to bind."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """Actually bound port (resolves port 0 once started)."""
+        return self._port
+
+    @property
+    def request_count(self) -> int:
+        """Complete requests received so far, over all connections."""
+        return self._request_count
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        self._server = await asyncio.start_server(self._serve_client, self._host, self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close every client connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        tasks = list(self._clients)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> ModbusTcpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[task] = writer
+        peer = writer.get_extra_info("peername")
+        try:
+            await self._serve_frames(reader, writer, peer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # peer went away mid-frame: nothing to answer
+        finally:
+            self._clients.pop(task, None)
+            # abort, not close: a dropped/rejected connection must not flush anything more
+            writer.transport.abort()
+
+    async def _serve_frames(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: object,
+    ) -> None:
+        # readexactly buffers partial frames and leaves pipelined frames for the next loop.
+        while True:
+            try:
+                header = await reader.readexactly(MBAP_HEADER.size)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    logger.debug("%s: connection closed mid-header", peer)
+                return
+            transaction_id, protocol_id, length, unit_id = MBAP_HEADER.unpack(header)
+            if protocol_id != 0 or length < 2 or length > MAX_MBAP_LENGTH:
+                logger.warning(
+                    "%s: bad MBAP header (protocol %d, length %d), closing",
+                    peer, protocol_id, length,
+                )
+                return
+            pdu = await reader.readexactly(length - 1)
+            response = await self._answer(unit_id, pdu)
+            if response is None:
+                logger.info("%s: fault injection dropping connection", peer)
+                return
+            writer.write(
+                MBAP_HEADER.pack(transaction_id, 0, len(response) + 1, unit_id) + response
+            )
+            await writer.drain()
+
+    async def _answer(self, unit_id: int, pdu: bytes) -> bytes | None:
+        """Response PDU for one request, or None to drop the connection."""
+        faults = self.faults
+        self._request_count += 1
+        if faults.drop_every and self._request_count % faults.drop_every == 0:
+            return None
+        if faults.delay_ms > 0:
+            await asyncio.sleep(faults.delay_ms / 1000.0)
+        function = pdu[0]
+        if unit_id != self.unit_id:
+            return exception_pdu(function, ExceptionCode.GATEWAY_TARGET_FAILED)
+        if (
+            faults.exception_rate > 0.0
+            and function in READ_FUNCTIONS
+            and self._rng.random() < faults.exception_rate
+        ):
+            return exception_pdu(function, self._rng.choice(_INJECTED_EXCEPTIONS))
+        return handle_pdu(self.model, pdu)
+

@@ -1,0 +1,77 @@
+"""Wires the data flow of DESIGN.md: machines -> normalize -> buffer -> uplink."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from agent.buffer import Buffer, buffer_path
+from agent.config.loader import LoadedConfig
+from agent.encoding import make_encoder
+from agent.logs import get_logger
+from agent.machine import MachineRunner, topic_base
+from agent.metrics import Metrics
+from agent.state import StateCache
+from agent.supervise import supervise
+from agent.uplink import Uplink, read_password
+
+
+class Agent:
+    """One running agent; `run()` returns after a graceful stop."""
+
+    def __init__(self, config: LoadedConfig, state_dir: Path | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.log = get_logger(agent=config.agent.agent.id)
+        cfg = config.agent
+        self.password = read_password(cfg.mqtt, config.root)
+        self.state = StateCache(cfg.agent.id)
+        self.buffer = Buffer(
+            buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
+            cfg.buffer.commit_interval, make_encoder(cfg.agent.id, cfg.mqtt.encoding),
+            get_logger(component="buffer"), self.metrics)
+        self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
+                             get_logger(component="uplink"), self.password, config.root)
+        self.machines = [
+            MachineRunner(m, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, m.model),
+                          self.buffer.append, self.state, self.metrics,
+                          get_logger(machine=m.id))
+            for m in config.machines if m.model.enabled
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then stop polling, commit, drain, go offline."""
+        cfg = self.config.agent
+        await self.buffer.open()
+        self.buffer.on_commit = self.uplink.notify
+        if cfg.metrics.listen:
+            try:
+                self.metrics.serve(cfg.metrics.listen)
+            except OSError as exc:
+                self.log.error("cannot serve metrics", listen=cfg.metrics.listen, error=str(exc))
+        self.log.info("agent started", machines=len(self.machines), buffer=str(self.buffer.path),
+                      epoch=self.buffer.epoch)
+        uplink_task = asyncio.create_task(
+            supervise("uplink", self.uplink.run, self.log), name="uplink")
+        machine_tasks = [
+            asyncio.create_task(supervise(f"machine:{r.id}", r.run, self.log.bind(machine=r.id)),
+                                name=f"machine:{r.id}")
+            for r in self.machines
+        ]
+        await stop.wait()
+        self.log.info("stopping")
+        await _cancel(machine_tasks)
+        await self.buffer.flush()
+        drained = await self.uplink.drain(cfg.shutdown_grace)
+        await self.uplink.close()
+        await _cancel([uplink_task])
+        stats = await self.buffer.stats()
+        await self.buffer.close()
+        self.log.info("stopped", backlog_batches=stats.batches, drained=drained)
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

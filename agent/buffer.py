@@ -1,0 +1,403 @@
+"""The durable buffer: SQLite in WAL mode, owned by one writer thread, group commit.
+
+A batch counts as collected only once its transaction has committed. `seq` is assigned
+inside that transaction, so sequence numbers are gap-free across crashes: a batch that was
+never committed never got a number. Commits happen as soon as work is waiting, but at most
+once per `commit_interval`, so a power cut loses at most that much plus one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.encoding import Encoder
+from agent.model import Batch
+
+ROW_OVERHEAD = 48  # bytes a row costs beyond topic and payload (ids, seq, sizes, b-tree slack)
+MAX_PENDING = 4096  # batches waiting for the writer thread before new ones are dropped
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS machines (
+    machine TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL DEFAULT 0,
+    dropped_batches INTEGER NOT NULL DEFAULT 0,
+    dropped_readings INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    machine TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    readings INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A committed batch waiting for its PUBACK."""
+
+    id: int
+    machine: str
+    seq: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class MachineStats:
+    seq: int
+    dropped_batches: int
+    dropped_readings: int
+
+
+@dataclass(slots=True)
+class BufferStats:
+    epoch: str
+    batches: int
+    bytes: int
+    oldest_ns: int | None
+    machines: dict[str, MachineStats] = field(default_factory=dict)
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the buffer database with durable settings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced on every commit, so a committed batch survives power loss.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    if conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone() is None:
+        conn.execute("INSERT INTO meta VALUES ('epoch', ?)", (uuid.uuid4().hex,))
+        conn.execute("INSERT INTO meta VALUES ('created_ns', ?)", (str(time.time_ns()),))
+    conn.execute("COMMIT")
+    return conn
+
+
+def read_stats(conn: sqlite3.Connection) -> BufferStats:
+    """Stats from an open buffer database (the agent's own or a read-only one)."""
+    epoch_row = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+    count, size, oldest = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_ns) FROM batches").fetchone()
+    stats = BufferStats(epoch_row[0] if epoch_row else "", count, size, oldest)
+    for machine, seq, dropped, dropped_readings in conn.execute(
+            "SELECT machine, seq, dropped_batches, dropped_readings FROM machines ORDER BY machine"):
+        stats.machines[machine] = MachineStats(seq, dropped, dropped_readings)
+    return stats
+
+
+def stats_of_file(path: Path) -> BufferStats:
+    """Stats of a buffer file, opened read-only (safe while the agent runs)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no buffer at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return read_stats(conn)
+    finally:
+        conn.close()
+
+
+class Buffer:
+    """Async facade over the writer thread. `append` never blocks the event loop."""
+
+    def __init__(self, path: Path, max_bytes: int, commit_interval: float, encode: Encoder,
+                 log: Any, metrics: Any) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._interval = commit_interval
+        self._encode = encode
+        self._log = log
+        self._metrics = metrics
+        self._appends: collections.deque[Batch] = collections.deque()
+        self._commands: queue.SimpleQueue[tuple[str, Any, asyncio.Future[Any] | None]] = (
+            queue.SimpleQueue())
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.epoch = ""
+        self.on_commit: Callable[[], None] = lambda: None
+        self.overflow_dropped = 0
+        self.failed_dropped = 0
+        # Owned by the writer thread once it runs:
+        self._conn: sqlite3.Connection | None = None
+        self._seqs: dict[str, int] = {}
+        self._bytes = 0
+        self._count = 0
+        self._committed_max_id = 0
+
+    # ---- event-loop side -------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the database and start the writer thread."""
+        self._loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="buffer-writer",
+                                        daemon=True)
+        self._thread.start()
+        await opened
+
+    def append(self, batch: Batch) -> bool:
+        """Queue a batch for the next commit; False (and counted) if the writer is swamped."""
+        if len(self._appends) >= MAX_PENDING:
+            self.overflow_dropped += 1
+            self._metrics.buffer_dropped.labels("overflow").inc()
+            self._metrics.buffer_dropped_readings.labels("overflow").inc(len(batch.readings))
+            return False
+        self._appends.append(batch)
+        self._wake.set()
+        return True
+
+    def ack(self, ids: list[int]) -> None:
+        """Delete delivered batches (in the next commit)."""
+        self._send("ack", ids, None)
+
+    async def fetch(self, after_id: int, limit: int) -> list[Row]:
+        """Committed batches with id > after_id, oldest first, minus acked ones."""
+        return await self._call("fetch", (after_id, limit))  # type: ignore[no-any-return]
+
+    async def flush(self) -> None:
+        """Commit everything appended so far."""
+        await self._call("flush", None)
+
+    async def stats(self) -> BufferStats:
+        return await self._call("stats", None)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Commit what is pending, checkpoint and stop the writer thread."""
+        if self._thread is None:
+            return
+        await self._call("close", None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _send(self, kind: str, arg: Any, future: asyncio.Future[Any] | None) -> None:
+        self._commands.put((kind, arg, future))
+        self._wake.set()
+
+    async def _call(self, kind: str, arg: Any) -> Any:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("buffer is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._send(kind, arg, future)
+        return await future
+
+    def _reply(self, future: asyncio.Future[Any] | None, result: Any = None,
+               error: BaseException | None = None) -> None:
+        if future is None or self._loop is None:
+            return
+
+        def settle() -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        self._loop.call_soon_threadsafe(settle)
+
+    # ---- writer thread -----------------------------------------------------------------
+
+    def _run(self, opened: asyncio.Future[None]) -> None:
+        try:
+            conn = self._conn = open_database(self.path)
+            stats = read_stats(conn)
+            self.epoch = stats.epoch
+            self._seqs = {m: s.seq for m, s in stats.machines.items()}
+            self._bytes, self._count = stats.bytes, stats.batches
+            self._committed_max_id = conn.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
+        except BaseException as exc:  # report to open() instead of dying silently
+            self._reply(opened, error=exc)
+            return
+        self._reply(opened)
+        self._publish_gauges()
+        try:
+            self._serve(conn)
+        except BaseException as exc:
+            self._log.critical("buffer writer stopped", error=repr(exc))
+            raise
+        finally:
+            conn.close()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        in_tx = False
+        staged: list[tuple[asyncio.Future[Any] | None]] = []  # flush/close replies after commit
+        seqs_at_begin: dict[str, int] = {}
+        appended: list[tuple[str, int]] = []  # (machine, readings) of this transaction
+        next_commit = 0.0
+        closing: asyncio.Future[Any] | None = None
+        while True:
+            wait = None
+            if in_tx:
+                wait = max(0.0, next_commit - time.monotonic())
+            if not self._appends and self._commands.empty():
+                self._wake.wait(wait)
+            self._wake.clear()
+
+            force = False
+            while self._appends:
+                batch = self._appends.popleft()
+                if not in_tx:
+                    conn.execute("BEGIN IMMEDIATE")
+                    in_tx, seqs_at_begin = True, dict(self._seqs)
+                self._insert(conn, batch)
+                appended.append((batch.machine, len(batch.readings)))
+            while True:
+                try:
+                    kind, arg, future = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "fetch":
+                    self._reply(future, self._fetch(conn, *arg))
+                elif kind == "stats":
+                    self._reply(future, read_stats(conn))
+                elif kind == "ack":
+                    if not in_tx:
+                        conn.execute("BEGIN IMMEDIATE")
+                        in_tx, seqs_at_begin = True, dict(self._seqs)
+                    self._delete(conn, arg)
+                elif kind == "flush":
+                    staged.append((future,))
+                    force = True
+                elif kind == "close":
+                    closing, force = future, True
+
+            if in_tx and (force or time.monotonic() >= next_commit):
+                try:
+                    self._enforce_bound(conn)
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback(conn, exc, seqs_at_begin, appended)
+                else:
+                    self._committed_max_id = conn.execute(
+                        "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
+                    self._metrics.buffer_commits.inc()
+                    if self._loop is not None:
+                        self._loop.call_soon_threadsafe(self.on_commit)
+                in_tx, appended = False, []
+                next_commit = time.monotonic() + self._interval
+                self._publish_gauges()
+            if not in_tx:
+                for (future,) in staged:
+                    self._reply(future)
+                staged.clear()
+            if closing is not None and not in_tx:
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
+                self._reply(closing)
+                return
+
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        seq = self._seqs.get(batch.machine, 0) + 1
+        self._seqs[batch.machine] = seq
+        payload = self._encode(batch.machine, self.epoch, seq, batch.readings)
+        size = len(payload) + len(batch.topic) + ROW_OVERHEAD
+        conn.execute(
+            "INSERT INTO batches (machine, seq, topic, payload, readings, created_ns, size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (batch.machine, seq, batch.topic, payload, len(batch.readings), time.time_ns(), size),
+        )
+        conn.execute(
+            "INSERT INTO machines (machine, seq) VALUES (?, ?) "
+            "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
+            (batch.machine, seq),
+        )
+        self._bytes += size
+        self._count += 1
+
+    def _delete(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM batches WHERE id IN ({marks})",
+                chunk).fetchone()
+            conn.execute(f"DELETE FROM batches WHERE id IN ({marks})", chunk)
+            self._count -= row[0]
+            self._bytes -= row[1]
+
+    def _fetch(self, conn: sqlite3.Connection, after_id: int, limit: int) -> list[Row]:
+        return [Row(*r) for r in conn.execute(
+            "SELECT id, machine, seq, topic, payload FROM batches WHERE id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?", (after_id, self._committed_max_id, limit))]
+
+    def _enforce_bound(self, conn: sqlite3.Connection) -> None:
+        if self._bytes <= self._max_bytes:
+            return
+        dropped: dict[str, list[int]] = {}
+        total_batches = total_readings = 0
+        while self._bytes > self._max_bytes:
+            rows = conn.execute(
+                "SELECT id, machine, readings, size FROM batches ORDER BY id LIMIT 256").fetchall()
+            if not rows:
+                break
+            for row_id, machine, readings, size in rows:
+                if self._bytes <= self._max_bytes:
+                    break
+                conn.execute("DELETE FROM batches WHERE id = ?", (row_id,))
+                self._bytes -= size
+                self._count -= 1
+                counts = dropped.setdefault(machine, [0, 0])
+                counts[0] += 1
+                counts[1] += readings
+                total_batches += 1
+                total_readings += readings
+        for machine, (batches, readings) in dropped.items():
+            conn.execute(
+                "UPDATE machines SET dropped_batches = dropped_batches + ?, "
+                "dropped_readings = dropped_readings + ? WHERE machine = ?",
+                (batches, readings, machine))
+        self._metrics.buffer_dropped.labels("buffer_full").inc(total_batches)
+        self._metrics.buffer_dropped_readings.labels("buffer_full").inc(total_readings)
+        self._log.warning("buffer full: dropped oldest batches", batches=total_batches,
+                          readings=total_readings, max_bytes=self._max_bytes,
+                          machines=sorted(dropped))
+
+    def _rollback(self, conn: sqlite3.Connection, exc: sqlite3.Error,
+                  seqs_at_begin: dict[str, int], appended: list[tuple[str, int]]) -> None:
+        # The transaction's batches were never committed, so they never existed as far as a
+        # consumer can tell; count them so the loss is not silent, and restore counters.
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._seqs = seqs_at_begin
+        stats = read_stats(conn)
+        self._bytes, self._count = stats.bytes, stats.batches
+        self.failed_dropped += len(appended)
+        self._metrics.buffer_dropped.labels("write_failed").inc(len(appended))
+        self._metrics.buffer_dropped_readings.labels("write_failed").inc(
+            sum(n for _, n in appended))
+        self._log.error("buffer commit failed; batches of this commit dropped",
+                        error=str(exc), batches=len(appended))
+
+    def _publish_gauges(self) -> None:
+        self._metrics.buffer_batches.set(self._count)
+        self._metrics.buffer_bytes.set(self._bytes)
+
+
+def buffer_path(config_root: Path, configured: str, state_dir: Path | None) -> Path:
+    """Where the buffer lives: `state_dir` overrides the folder of the configured path;
+    a relative path is relative to the config folder."""
+    path = Path(os.path.expanduser(configured))
+    if state_dir is not None:
+        return state_dir / path.name
+    return path if path.is_absolute() else config_root / path

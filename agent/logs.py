@@ -1,0 +1,35 @@
+"""structlog set-up: JSON lines on stdout for journald, readable console lines on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog for the whole process (call once, at start)."""
+    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()) if console
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**context: object) -> structlog.typing.FilteringBoundLogger:
+    """A logger with `context` bound on every line (e.g. machine=...)."""
+    return structlog.get_logger().bind(**context)  # type: ignore[no-any-return]

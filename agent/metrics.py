@@ -1,0 +1,55 @@
+"""Prometheus metrics of one agent instance, in its own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric the agent updates; label children are resolved once by their owners."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        p = "edge_agent_"
+        self.polls = Counter(p + "polls", "Polls executed", ["machine", "group"], registry=r)
+        self.overruns = Counter(p + "poll_overruns", "Poll deadlines missed and skipped",
+                                ["machine", "group"], registry=r)
+        self.bad_readings = Counter(p + "bad_readings", "Bad readings by reason",
+                                    ["machine", "reason"], registry=r)
+        self.readings = Counter(p + "readings", "Readings collected", ["machine"], registry=r)
+        self.poll_duration = Histogram(p + "poll_duration_seconds", "Time one poll took",
+                                       ["machine"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.poll_lateness = Histogram(p + "poll_lateness_seconds",
+                                       "Poll start minus its deadline", ["machine"],
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.machine_connected = Gauge(p + "machine_connected", "1 when the device link is up",
+                                       ["machine"], registry=r)
+        self.buffer_batches = Gauge(p + "buffer_batches", "Batches waiting in the buffer",
+                                    registry=r)
+        self.buffer_bytes = Gauge(p + "buffer_bytes", "Bytes of batches in the buffer", registry=r)
+        self.buffer_commits = Counter(p + "buffer_commits", "Buffer transactions committed",
+                                      registry=r)
+        self.buffer_dropped = Counter(p + "buffer_dropped_batches",
+                                      "Batches dropped by the buffer, by policy", ["reason"],
+                                      registry=r)
+        self.buffer_dropped_readings = Counter(p + "buffer_dropped_readings",
+                                               "Readings dropped by the buffer, by policy",
+                                               ["reason"], registry=r)
+        self.uplink_connected = Gauge(p + "uplink_connected", "1 when connected to the broker",
+                                      registry=r)
+        self.uplink_inflight = Gauge(p + "uplink_inflight", "Published batches awaiting PUBACK",
+                                     registry=r)
+        self.uplink_published = Counter(p + "uplink_published", "Batches published", registry=r)
+        self.uplink_acked = Counter(p + "uplink_acked", "Batches acknowledged by the broker",
+                                    registry=r)
+        self.uplink_rejected = Counter(p + "uplink_rejected", "PUBACKs with a failure reason",
+                                       registry=r)
+        self.uplink_reconnects = Counter(p + "uplink_connects", "Successful broker connections",
+                                         registry=r)
+
+    def serve(self, listen: str) -> None:
+        """Expose /metrics on host:port (in prometheus-client's own thread)."""
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), addr=host, registry=self.registry)

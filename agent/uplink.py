@@ -1,0 +1,219 @@
+"""The uplink: publishes committed batches oldest-first with QoS 1, in a bounded in-flight
+window, deletes each from the buffer on its PUBACK, and keeps the agent status topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.backoff import Backoff
+from agent.buffer import Buffer
+from agent.config.models import AgentIdentity, MqttConfig
+from agent.mqtt_connection import MqttConnection, MqttRefused, parse_url, tls_context
+from agent.state import StateCache
+
+
+def read_password(cfg: MqttConfig, config_root: Path) -> str | None:
+    """The broker password from its environment variable or file; raises ValueError if
+    configured but absent."""
+    if cfg.password_env:
+        value = os.environ.get(cfg.password_env)
+        if value is None:
+            raise ValueError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
+        return value
+    if cfg.password_file:
+        path = Path(cfg.password_file)
+        path = path if path.is_absolute() else config_root / path
+        try:
+            return path.read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise ValueError(f"mqtt.password_file: cannot read {path}: {exc}") from None
+    return None
+
+
+def status_topic(cfg: MqttConfig, identity: AgentIdentity) -> str:
+    return f"{cfg.topic_prefix}/{identity.site}/_agent/{identity.id}/status"
+
+
+class Uplink:
+    """Owns the broker connection; one instance per agent, run under supervision."""
+
+    def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
+                 state: StateCache, metrics: Any, log: Any, password: str | None,
+                 config_root: Path) -> None:
+        self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
+        self._metrics, self._log, self._password = metrics, log, password
+        self._host, self._port, use_tls = parse_url(cfg.url)
+        self._tls = None
+        if use_tls or cfg.tls is not None:
+            tls = cfg.tls
+            resolve = (lambda p: str(p if Path(p).is_absolute() else config_root / p)
+                       if p else None)
+            self._tls = tls_context(resolve(tls.ca) if tls else None,
+                                    resolve(tls.cert) if tls else None,
+                                    resolve(tls.key) if tls else None,
+                                    tls.min_version if tls else "1.2")
+        self._protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
+        self.status_topic = status_topic(cfg, identity)
+        self._wake = asyncio.Event()
+        self._conn: MqttConnection | None = None
+        self._inflight: dict[int, int] = {}  # mid -> buffer row id
+        self._acked: list[int] = []
+        self._fetches = 0  # fetches started, so drain() can tell a fresh "nothing left"
+        self._idle_at = -1  # the fetch number after which nothing was left to send
+        self._status_mid: int | None = None
+        self._status_acked = asyncio.Event()
+        self.connected = False
+        self._closing = False
+
+    def notify(self) -> None:
+        """New batches were committed."""
+        self._wake.set()
+
+    def _status(self, online: bool) -> bytes:
+        return json.dumps({"agent": self._identity.id, "status": "online" if online else "offline",
+                           "version": __version__, "ts": time.time_ns()},
+                          separators=(",", ":")).encode()
+
+    async def run(self) -> None:
+        """Connect, pump, reconnect with capped backoff and jitter; forever."""
+        backoff = Backoff(self._cfg.reconnect_min, self._cfg.reconnect_max)
+        while True:
+            conn = MqttConnection(
+                self._cfg.client_id or f"edge-agent-{self._identity.id}", self._protocol,
+                (self.status_topic, self._status(False)), self._cfg.username, self._password,
+                self._tls, self._cfg.max_inflight + 16, self._on_ack, self._on_lost)
+            try:
+                await conn.connect(self._host, self._port, self._cfg.keepalive)
+            except MqttRefused as exc:
+                if exc.unsupported_protocol and self._cfg.protocol == "auto" and self._protocol == "5":
+                    self._log.warning("broker refused MQTT 5, falling back to 3.1.1")
+                    self._protocol = "3.1.1"
+                    continue
+                await self._retry_later(backoff, exc)
+                continue
+            except (OSError, asyncio.TimeoutError) as exc:
+                await self._retry_later(backoff, exc)
+                continue
+            backoff.reset()
+            self._conn, self.connected = conn, True
+            self._metrics.uplink_connected.set(1)
+            self._metrics.uplink_reconnects.inc()
+            self._log.info("connected to broker", url=self._cfg.url, protocol=self._protocol)
+            try:
+                await self._pump(conn)
+            finally:
+                self._conn, self.connected = None, False
+                self._metrics.uplink_connected.set(0)
+                self._inflight.clear()
+                self._metrics.uplink_inflight.set(0)
+                conn.close()
+            if self._closing:
+                return
+            self._log.warning("broker connection lost; reconnecting", url=self._cfg.url)
+            await asyncio.sleep(backoff.next())
+
+    async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
+        delay = backoff.next()
+        log = self._log.warning if backoff.attempts <= 1 else self._log.debug
+        log("cannot connect to broker", url=self._cfg.url, error=str(exc) or repr(exc),
+            retry_in_s=round(delay, 2))
+        await asyncio.sleep(delay)
+
+    def _on_ack(self, mid: int, ok: bool) -> None:
+        if mid == self._status_mid:
+            self._status_acked.set()
+            return
+        row_id = self._inflight.pop(mid, None)
+        if row_id is None:
+            return  # a state message, or a batch of a connection already given up
+        if ok:
+            self._acked.append(row_id)
+            self._metrics.uplink_acked.inc()
+        else:
+            # Not deleted: it goes again after the reconnect this forces.
+            self._metrics.uplink_rejected.inc()
+            self._log.error("broker rejected a batch; will retry after reconnect", row=row_id)
+            if self._conn is not None:
+                self._conn.close()
+                self._on_lost()
+        self._metrics.uplink_inflight.set(len(self._inflight))
+        self._wake.set()
+
+    def _on_lost(self) -> None:
+        self._wake.set()
+
+    async def _pump(self, conn: MqttConnection) -> None:
+        self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
+        self._state.mark_all_dirty()
+        state_task = asyncio.create_task(self._publish_state(conn), name="state-topic")
+        cursor = 0
+        window = self._cfg.max_inflight
+        try:
+            while conn.is_connected:
+                self._wake.clear()
+                if self._acked:
+                    self._buffer.ack(self._acked)
+                    self._acked = []
+                room = window - len(self._inflight)
+                rows = []
+                if room > 0:
+                    self._fetches += 1
+                    fetch_number = self._fetches
+                    rows = await self._buffer.fetch(cursor, room)
+                    if not conn.is_connected:
+                        break
+                    for row in rows:
+                        self._inflight[conn.publish(row.topic, row.payload)] = row.id
+                        cursor = row.id
+                    if rows:
+                        self._metrics.uplink_published.inc(len(rows))
+                        self._metrics.uplink_inflight.set(len(self._inflight))
+                    if len(rows) == room:
+                        continue  # there may be more right away
+                    if not rows and not self._inflight and not self._acked:
+                        self._idle_at = fetch_number
+                await self._wake.wait()
+        finally:
+            state_task.cancel()
+            if self._acked:
+                self._buffer.ack(self._acked)
+                self._acked = []
+
+    async def _publish_state(self, conn: MqttConnection) -> None:
+        # Retained last value of every signal, for twins; latest wins, so never buffered.
+        while conn.is_connected:
+            for topic, payload in self._state.take_dirty():
+                conn.publish(topic, payload, qos=1, retain=True)
+            await asyncio.sleep(self._cfg.state_interval)
+
+    async def drain(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for every committed batch to be acknowledged."""
+        started = self._fetches
+        self._wake.set()
+        deadline = time.monotonic() + grace
+        while self.connected and time.monotonic() < deadline:
+            if self._idle_at > started:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return False
+
+    async def close(self) -> None:
+        """Publish the retained offline status and disconnect cleanly."""
+        self._closing = True
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            return
+        self._status_acked.clear()
+        try:
+            self._status_mid = conn.publish(self.status_topic, self._status(False), retain=True)
+            await asyncio.wait_for(self._status_acked.wait(), 2.0)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        await conn.disconnect()

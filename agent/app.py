@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.buffer import Buffer, buffer_path
 from agent.config.loader import LoadedConfig
-from agent.encoding import make_encoder
+from agent.encoding import PayloadCodec
 from agent.logs import get_logger
 from agent.machine import MachineRunner, topic_base
 from agent.metrics import Metrics
@@ -27,15 +27,16 @@ class Agent:
         cfg = config.agent
         self.password = read_password(cfg.mqtt, config.root)
         self.state = StateCache(cfg.agent.id)
+        codec = PayloadCodec(cfg.agent.id, cfg.mqtt.encoding)
         self.buffer = Buffer(
             buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
-            cfg.buffer.commit_interval, make_encoder(cfg.agent.id, cfg.mqtt.encoding),
+            cfg.buffer.commit_interval, codec,
             get_logger(component="buffer"), self.metrics)
         self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
                              get_logger(component="uplink"), self.password, config.root)
         self.machines = [
             MachineRunner(m, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, m.model),
-                          self.buffer.append, self.state, self.metrics,
+                          self.buffer.append, codec, self.state, self.metrics,
                           get_logger(machine=m.id))
             for m in config.machines if m.model.enabled
         ]

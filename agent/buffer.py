@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.encoding import Encoder
+from agent.encoding import PayloadCodec
 from agent.model import Batch
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond topic and payload (ids, seq, sizes, b-tree slack)
@@ -116,12 +116,12 @@ def stats_of_file(path: Path) -> BufferStats:
 class Buffer:
     """Async facade over the writer thread. `append` never blocks the event loop."""
 
-    def __init__(self, path: Path, max_bytes: int, commit_interval: float, encode: Encoder,
+    def __init__(self, path: Path, max_bytes: int, commit_interval: float, codec: PayloadCodec,
                  log: Any, metrics: Any) -> None:
         self.path = path
         self._max_bytes = max_bytes
         self._interval = commit_interval
-        self._encode = encode
+        self._codec = codec
         self._log = log
         self._metrics = metrics
         self._appends: collections.deque[Batch] = collections.deque()
@@ -157,7 +157,7 @@ class Buffer:
         if len(self._appends) >= MAX_PENDING:
             self.overflow_dropped += 1
             self._metrics.buffer_dropped.labels("overflow").inc()
-            self._metrics.buffer_dropped_readings.labels("overflow").inc(len(batch.readings))
+            self._metrics.buffer_dropped_readings.labels("overflow").inc(batch.count)
             return False
         self._appends.append(batch)
         self._wake.set()
@@ -257,7 +257,7 @@ class Buffer:
                     conn.execute("BEGIN IMMEDIATE")
                     in_tx, seqs_at_begin = True, dict(self._seqs)
                 self._insert(conn, batch)
-                appended.append((batch.machine, len(batch.readings)))
+                appended.append((batch.machine, batch.count))
             while True:
                 try:
                     kind, arg, future = self._commands.get_nowait()
@@ -308,12 +308,12 @@ class Buffer:
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         seq = self._seqs.get(batch.machine, 0) + 1
         self._seqs[batch.machine] = seq
-        payload = self._encode(batch.machine, self.epoch, seq, batch.readings)
+        payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body)
         size = len(payload) + len(batch.topic) + ROW_OVERHEAD
         conn.execute(
             "INSERT INTO batches (machine, seq, topic, payload, readings, created_ns, size) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (batch.machine, seq, batch.topic, payload, len(batch.readings), time.time_ns(), size),
+            (batch.machine, seq, batch.topic, payload, batch.count, time.time_ns(), size),
         )
         conn.execute(
             "INSERT INTO machines (machine, seq) VALUES (?, ?) "

@@ -1,15 +1,18 @@
-"""Telemetry payloads (DESIGN.md): one batch as JSON or msgpack, readings in poll order."""
+"""Telemetry payloads (DESIGN.md): one batch as JSON or msgpack, readings in poll order.
+
+The readings are encoded once, when the batch is made; the header that carries `seq` is
+only known at commit, so the buffer frames the encoded readings with it by concatenation
+instead of encoding the batch again.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import msgpack
 
 from agent.model import Reading
-
-Encoder = Callable[[str, str, int, Sequence[Reading]], bytes]
 
 
 def reading_map(r: Reading) -> dict[str, Any]:
@@ -24,23 +27,41 @@ def reading_map(r: Reading) -> dict[str, Any]:
     return item
 
 
-def make_encoder(agent_id: str, encoding: str) -> Encoder:
-    """An encoder (machine, epoch, seq, readings) -> payload bytes for the given encoding."""
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+class PayloadCodec:
+    """Encodes readings and frames them into the telemetry payload of one encoding."""
 
-    def encode_json(machine: str, epoch: str, seq: int, readings: Sequence[Reading]) -> bytes:
-        return dumps({"agent": agent_id, "machine": machine, "epoch": epoch, "seq": seq,
-                      "readings": [reading_map(r) for r in readings]}).encode()
+    def __init__(self, agent_id: str, encoding: str) -> None:
+        if encoding not in ("json", "msgpack"):
+            raise ValueError(f"unknown encoding {encoding!r}")
+        self._agent = agent_id
+        self._json = encoding == "json"
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                       allow_nan=False).encode
+        self._prefixes: dict[tuple[str, str], bytes] = {}
 
-    def encode_msgpack(machine: str, epoch: str, seq: int, readings: Sequence[Reading]) -> bytes:
-        return msgpack.packb({"agent": agent_id, "machine": machine, "epoch": epoch, "seq": seq,
-                              "readings": [reading_map(r) for r in readings]}, use_bin_type=True)
+    def readings(self, readings: Sequence[Reading]) -> bytes:
+        """The encoded `readings` array of a batch."""
+        if self._json:
+            return self._dumps([reading_map(r) for r in readings]).encode()
+        return msgpack.packb([reading_map(r) for r in readings], use_bin_type=True)  # type: ignore[no-any-return]
 
-    if encoding == "json":
-        return encode_json
-    if encoding == "msgpack":
-        return encode_msgpack
-    raise ValueError(f"unknown encoding {encoding!r}")
+    def frame(self, machine: str, epoch: str, seq: int, body: bytes) -> bytes:
+        """The full payload {agent, machine, epoch, seq, readings} around encoded readings."""
+        prefix = self._prefixes.get((machine, epoch))
+        if prefix is None:
+            prefix = self._prefixes[(machine, epoch)] = self._prefix(machine, epoch)
+        if self._json:
+            return b"".join((prefix, str(seq).encode(), b',"readings":', body, b"}"))
+        return b"".join((prefix, msgpack.packb(seq), msgpack.packb("readings"), body))
+
+    def _prefix(self, machine: str, epoch: str) -> bytes:
+        if self._json:
+            head = self._dumps({"agent": self._agent, "machine": machine, "epoch": epoch})
+            return head[:-1].encode() + b',"seq":'
+        pack = msgpack.packb
+        # A 5-entry map header, then the first four pairs; `readings` is appended as is.
+        return b"\x85" + b"".join(pack(x) for x in ("agent", self._agent, "machine", machine,
+                                                     "epoch", epoch, "seq"))
 
 
 def decode(payload: bytes) -> Any:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from agent.backoff import Backoff
 from agent.config.loader import MachineConfig
+from agent.encoding import PayloadCodec
 from agent.model import Batch
 from agent.normalize import GroupNormalizer
 from agent.schedule import PollSchedule
@@ -30,13 +31,14 @@ class MachineRunner:
     """Polls one machine forever; run it under supervision."""
 
     def __init__(self, machine: MachineConfig, base_topic: str,
-                 sink: Callable[[Batch], bool], state: StateCache, metrics: Any,
+                 sink: Callable[[Batch], bool], codec: PayloadCodec, state: StateCache,
+                 metrics: Any,
                  log: Any) -> None:
         self.machine = machine
         self.id = machine.id
         self._telemetry_topic = base_topic + "/telemetry"
         self._state_topic = base_topic + "/state"
-        self._sink, self._state, self._log = sink, state, log
+        self._sink, self._codec, self._state, self._log = sink, codec, state, log
         self._groups = machine.signals_by_group()
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
@@ -111,7 +113,8 @@ class MachineRunner:
                 if good:
                     backoff.reset()
                 if readings:
-                    self._sink(Batch(self.id, self._telemetry_topic, readings))
+                    body = self._codec.readings(readings)
+                    self._sink(Batch(self.id, self._telemetry_topic, body, len(readings)))
                     self._state.update(self.id, self._state_topic, readings)
                     readings_total.inc(len(readings))
 

@@ -23,8 +23,9 @@ class Reading:
 
 @dataclass(slots=True)
 class Batch:
-    """The readings one poll of one machine produced; seq is given when committed."""
+    """One poll of one machine: its readings already encoded; seq is given at commit."""
 
     machine: str
     topic: str
-    readings: list[Reading]
+    body: bytes  # the encoded readings array
+    count: int  # readings in it

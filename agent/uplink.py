@@ -189,7 +189,10 @@ class Uplink:
         # Retained last value of every signal, for twins; latest wins, so never buffered.
         while conn.is_connected:
             for topic, payload in self._state.take_dirty():
+                if not conn.is_connected:
+                    return
                 conn.publish(topic, payload, qos=1, retain=True)
+                await asyncio.sleep(0)  # one machine at a time: polls due meanwhile go first
             await asyncio.sleep(self._cfg.state_interval)
 
     async def drain(self, grace: float) -> bool:

@@ -61,7 +61,8 @@ class MqttConfig(_Strict):
     reconnect_min: Duration = Field(0.5, gt=0)
     reconnect_max: Duration = Field(30.0, gt=0)
     state_interval: Duration = Field(
-        1.0, gt=0, description="how often the retained state topic is refreshed"
+        5.0, ge=0.1, description="how often the retained state topic of a changed machine "
+        "is refreshed (telemetry is unaffected: it carries every poll)"
     )
 
     @field_validator("protocol", mode="before")

@@ -1,0 +1,226 @@
+"""End-to-end Modbus pipeline benchmark: N simulated presses -> agent -> mosquitto -> subscriber.
+
+Simulators run in their own process, the agent in its own (its CPU is read from /proc, i.e.
+its own rusage), mosquitto is the real broker, delivery is QoS 1. Prints figures; asserts
+nothing.
+
+    python bench/modbus_pipeline.py --machines 100 --signals 100 --interval 1s --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agent.encoding import decode  # noqa: E402
+from drivers.config_types import parse_duration  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Registers of the press simulator's map that hold plain 16-bit values (hr:0..63 is mapped).
+REGISTERS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float:
+    """Quantile from a Prometheus histogram summed over labels (linear within a bucket)."""
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    if not buckets:
+        return float("nan")
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    target, prev_bound, prev_count = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= target:
+            if bound == float("inf"):
+                return prev_bound
+            span = buckets[bound] - prev_count
+            frac = (target - prev_count) / span if span else 0.0
+            return prev_bound + frac * (bound - prev_bound)
+        prev_bound, prev_count = bound, buckets[bound]
+    return bounds[-1]
+
+
+def machine_file(index: int, port: int, signals: int, interval: str) -> str:
+    lines = [f"id: bench-{index:03d}", "family: press", "area: bench", "line: line-1",
+             f"connection: {{protocol: modbus-tcp, host: 127.0.0.1, port: {port}, unit_id: 1, timeout: 1s}}",
+             f"poll: {{main: {interval}}}", "signals:"]
+    for s in range(signals):
+        lines.append(f"  - {{name: x.bench.s{s:03d}, address: \"hr:{s % REGISTERS}\", type: uint16}}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", type=int, default=100)
+    parser.add_argument("--signals", type=int, default=100)
+    parser.add_argument("--interval", default="1s")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--encoding", default="json", choices=["json", "msgpack"])
+    args = parser.parse_args()
+    interval = parse_duration(args.interval)
+
+    work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))
+    broker_port, metrics_port, first_port = free_port(), free_port(), free_port()
+    while any(not _port_free(first_port + i) for i in range(args.machines)):
+        first_port = free_port()
+    (work / "mosquitto.conf").write_text(
+        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+    config = work / "config"
+    (config / "machines.d").mkdir(parents=True)
+    (config / "agent.yaml").write_text(
+        "agent: {id: bench, site: bench}\n"
+        f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', encoding: {args.encoding}, max_inflight: 256}}\n"
+        "buffer: {path: buffer.db, max_bytes: 1GiB, commit_interval: 50ms}\n"
+        f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
+        "logging: {level: warning, format: json}\n")
+    for i in range(args.machines):
+        (config / "machines.d" / f"bench-{i:03d}.yaml").write_text(
+            machine_file(i, first_port + i, args.signals, args.interval))
+
+    procs: list[subprocess.Popen[bytes]] = []
+    received: list[tuple[float, int, list[int]]] = []  # (arrival ns, readings, sample ts)
+    lock = threading.Lock()
+    measuring = threading.Event()
+
+    def on_message(client: object, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not measuring.is_set():
+            return
+        now = time.time_ns()
+        batch = decode(msg.payload)
+        with lock:
+            received.append((now, len(batch["readings"]), batch["readings"][0]["ts"]))
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    try:
+        procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                                       str(work / "mosquitto.conf")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        sim = subprocess.Popen([sys.executable, "-m", "simulators.press", "--host", "127.0.0.1",
+                                "--port", str(first_port), "--count", str(args.machines)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(sim)
+        for _ in range(args.machines):
+            sim.stdout.readline()  # type: ignore[union-attr]
+        time.sleep(0.5)
+        client.on_message = on_message
+        client.connect("127.0.0.1", broker_port)
+        client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
+        client.loop_start()
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
+                                  "--state-dir", str(work / "state")], cwd=REPO,
+                                 stdout=open(work / "agent.log", "wb"), stderr=subprocess.STDOUT)
+        procs.append(agent)
+        time.sleep(args.warmup)
+        if agent.poll() is not None:
+            print("agent exited; see", work / "agent.log", file=sys.stderr)
+            return 1
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        before_metrics = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
+        measuring.set()
+        rss_samples = []
+        while time.monotonic() - t0 < args.duration:
+            time.sleep(1.0)
+            rss_samples.append(rss_mb(agent.pid))
+        measuring.clear()
+        cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
+        after_metrics = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    finally:
+        client.loop_stop()
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+    elapsed = t1 - t0
+    readings = sum(n for _, n, _ in received)
+    latencies = [(arrival - ts) / 1e6 for arrival, _, ts in received]
+    cpu = cpu1 - cpu0
+    requests = _metric_sum(after_metrics, "edge_agent_polls_total")
+    polls_delta = requests - _metric_sum(before_metrics, "edge_agent_polls_total")
+    overruns = _metric_sum(after_metrics, "edge_agent_poll_overruns_total") - _metric_sum(
+        before_metrics, "edge_agent_poll_overruns_total")
+    requests_per_poll = -(-min(args.signals, REGISTERS) // 125)  # one block per 125 registers
+    print(f"workload            {args.machines} machines x {args.signals} signals every "
+          f"{args.interval}, {args.encoding}, QoS 1, {elapsed:.1f} s measured")
+    print(f"readings/s          {readings / elapsed:,.0f} delivered "
+          f"(target rate {args.machines * args.signals / interval:,.0f})")
+    print(f"agent CPU           {cpu:.2f} s = {cpu / elapsed * 100:.1f}% of a core, "
+          f"{cpu / max(readings, 1) * 1e6:.2f} us per reading "
+          f"({cpu / max(readings, 1) * 1e6 * 1000 / 1e6:.4f} CPU-s per 1,000 readings)")
+    print(f"modbus requests     {requests_per_poll} per poll ({polls_delta:.0f} polls, "
+          f"{overruns:.0f} overruns)")
+    print(f"poll lateness       p50 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.5) * 1000:.2f} ms, "
+          f"p99 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.99) * 1000:.2f} ms "
+          "(from the agent's histogram, whole run)")
+    print(f"sample->delivery    p50 {percentile(latencies, 0.5):.1f} ms, p99 "
+          f"{percentile(latencies, 0.99):.1f} ms (sample ts to subscriber receipt, after PUBACK path)")
+    print(f"agent RSS           {max(rss_samples):.1f} MB max, {rss_samples[-1]:.1f} MB at end")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,15 +5,16 @@ They live on the drivers side because the import arrow runs agent -> drivers onl
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B|[kKMGT])?\s*$")
+_SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(kB|[KMGT]i?B|B|[kKMGT])?\s*$")
 _SIZE_UNITS = {
     None: 1, "B": 1,
     "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -28,6 +29,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"{value!r} is not a duration (use e.g. 100ms, 5s, 1m)")
     if isinstance(value, (int, float)):
         seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{value!r} is not a duration (use e.g. 100ms, 5s, 1m)")
     elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if not match:
@@ -44,20 +47,20 @@ def parse_size(value: object) -> int:
     """Bytes from `512MiB`, `1GiB`, `64kB`, `100B` or a bare number of bytes."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size (use e.g. 512MiB, 1GiB)")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, float):
-        size = int(value)
+    if isinstance(value, (int, float)):
+        number = float(value)
     elif isinstance(value, str):
         match = _SIZE_RE.match(value)
         if not match:
             raise ValueError(f"{value!r} is not a size (use e.g. 512MiB, 1GiB)")
-        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        number = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a size (use e.g. 512MiB, 1GiB)")
-    if size < 0:
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a size (use e.g. 512MiB, 1GiB)")
+    if number < 0:
         raise ValueError(f"{value!r}: a size cannot be negative")
-    return size
+    return int(number)
 
 
 Duration = Annotated[

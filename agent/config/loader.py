@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from agent.config.models import AgentFile, CommonSignal, MachineBase, machine_model
+from agent.config.models import AgentFile, MachineBase, machine_model
 from agent.config.yaml_source import YamlDocument, YamlSyntaxError, load_yaml
 from drivers.base import DriverSpec
 
@@ -76,15 +76,16 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
     """Validate `root/agent.yaml` and its machine folder; raise ConfigInvalid with every error."""
     errors: list[ConfigError] = []
     agent_path = root / AGENT_FILE
-    agent = _validate_file(agent_path, root, AgentFile, errors)
-    if agent is None:
-        # Without a valid agent file the machine folder is still checked at its default place.
-        machines_dir = root / "machines.d"
-    else:
-        machines_dir = (root / agent.machines)
+    agent_doc = _read(agent_path, root, errors)
+    agent = _validate(agent_doc, AGENT_FILE, AgentFile, errors) if agent_doc else None
+    # Even when agent.yaml is invalid, check the machine folder it names (or the default).
+    raw_folder = agent_doc.data.get("machines") if agent_doc else None
+    folder = agent.machines if agent else (raw_folder if isinstance(raw_folder, str) else "machines.d")
+    machines_dir = root / folder
     machines: list[MachineConfig] = []
     if not machines_dir.is_dir():
-        errors.append(ConfigError(_rel(agent_path, root), None, "machines",
+        line = agent_doc.line_of(["machines"]) if agent_doc and "machines" in agent_doc.data else None
+        errors.append(ConfigError(AGENT_FILE, line, "machines",
                                   f"machine folder {_rel(machines_dir, root)} does not exist"))
     else:
         files = sorted([*machines_dir.glob("*.yaml"), *machines_dir.glob("*.yml")])
@@ -136,22 +137,14 @@ def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | N
     return doc
 
 
-def _validate_file(path: Path, root: Path, model: type[BaseModel],
-                   errors: list[ConfigError]) -> Any:
-    doc = _read(path, root, errors)
-    if doc is None:
-        return None
-    return _validate(doc, _rel(path, root), model, errors)
-
-
 def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
               errors: list[ConfigError], data: Any = None) -> Any:
     try:
         return model.model_validate(doc.data if data is None else data)
     except ValidationError as exc:
-        known = _field_names(model)
         for err in exc.errors():
             loc = tuple(err["loc"])
+            known = _fields_at(model, loc[:-1]) if err["type"] == "extra_forbidden" else set()
             errors.append(ConfigError(rel, doc.line_of(loc), _field_path(loc),
                                       _message(err, known)))
         return None
@@ -183,31 +176,43 @@ def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
         return None
     before = len(errors)
     model = _validate(doc, rel, machine_model(spec), errors)
-    if model is None:
-        return None
-    _check_signals(model, doc, rel, errors)
-    if len(errors) > before:
+    _check_signals(data, doc, rel, errors)
+    if model is None or len(errors) > before:
         return None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return MachineConfig(model, spec, path, digest)
 
 
-def _check_signals(model: Any, doc: YamlDocument, rel: str, errors: list[ConfigError]) -> None:
+def _check_signals(data: dict[str, Any], doc: YamlDocument, rel: str,
+                   errors: list[ConfigError]) -> None:
+    # On the raw data, so that these show up alongside field errors of the same file.
+    signals = data.get("signals")
+    poll = data.get("poll")
+    if not isinstance(signals, list):
+        return
+    groups = [str(g) for g in poll] if isinstance(poll, dict) else None
     names: dict[str, int] = {}
-    groups = list(model.poll)
-    for i, signal in enumerate(model.signals):
-        if signal.name in names:
-            errors.append(ConfigError(rel, doc.line_of(["signals", i, "name"]), f"signals[{i}].name",
-                                      f"{signal.name!r} is already defined at signals[{names[signal.name]}]"))
-        else:
-            names[signal.name] = i
-        if signal.poll is None and len(groups) > 1:
+    for i, signal in enumerate(signals):
+        if not isinstance(signal, dict):
+            continue
+        name = signal.get("name")
+        if isinstance(name, str):
+            if name in names:
+                errors.append(ConfigError(rel, doc.line_of(["signals", i, "name"]),
+                                          f"signals[{i}].name",
+                                          f"{name!r} is already defined at signals[{names[name]}]"))
+            else:
+                names[name] = i
+        if groups is None:
+            continue
+        group = signal.get("poll")
+        if group is None and len(groups) > 1:
             errors.append(ConfigError(rel, doc.line_of(["signals", i]), f"signals[{i}].poll",
                                       f"required when the machine has several poll groups "
                                       f"({', '.join(groups)})"))
-        elif signal.poll is not None and signal.poll not in model.poll:
+        elif group is not None and str(group) not in groups:
             errors.append(ConfigError(rel, doc.line_of(["signals", i, "poll"]), f"signals[{i}].poll",
-                                      f"{signal.poll!r} is not a poll group of this machine "
+                                      f"{group!r} is not a poll group of this machine "
                                       f"({', '.join(groups)})"))
 
 
@@ -221,20 +226,27 @@ def _field_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _field_names(model: type[BaseModel]) -> set[str]:
-    names: set[str] = set()
-    stack: list[Any] = [model]
-    seen: set[Any] = set()
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for name, info in current.model_fields.items():
-            names.add(name)
-            stack.extend(_models_in(info.annotation))
-    names.update(CommonSignal.model_fields)
-    return names
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> set[str]:
+    """Field names valid at `loc` inside `model` (for did-you-mean hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return set()
+            current = info.annotation
+        else:
+            current = next(iter(_models_in(current)), None)
+            if current is None:
+                return set()
+            if isinstance(part, str):
+                info = current.model_fields.get(part)
+                if info is None:
+                    return set()
+                current = info.annotation
+    found = current if isinstance(current, type) and issubclass(current, BaseModel) else next(
+        iter(_models_in(current)), None)
+    return set(found.model_fields) if found is not None else set()
 
 
 def _models_in(annotation: Any) -> list[Any]:

@@ -6,7 +6,7 @@ driver's DriverSpec; `machine_model` joins them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, create_model
 
@@ -64,6 +64,14 @@ class MqttConfig(_Strict):
         5.0, ge=0.1, description="how often the retained state topic of a changed machine "
         "is refreshed (telemetry is unaffected: it carries every poll)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = value.rstrip("/").rpartition(":")[2]
+        if port.isdigit() and not 1 <= int(port) <= 65535:
+            raise ValueError(f"{value!r}: port must be 1..65535")
+        return value
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -138,15 +146,8 @@ class MachineBase(_Strict):
     line: str = Field(pattern=TOPIC_SAFE, description="ISA-95 line")
     description: str | None = None
     enabled: bool = True
-    poll: dict[str, Duration] = Field(min_length=1, description="poll group -> interval")
-
-    @field_validator("poll")
-    @classmethod
-    def _positive_intervals(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, interval in value.items():
-            if interval < 0.001:
-                raise ValueError(f"poll group {name!r}: interval must be at least 1ms")
-        return value
+    poll: dict[str, Annotated[Duration, Field(ge=0.001)]] = Field(
+        min_length=1, description="poll group -> interval (at least 1ms)")
 
 
 def signal_model(spec: DriverSpec) -> type[BaseModel]:

@@ -107,7 +107,7 @@ class ModbusSignalFields(BaseModel):
         # `type: string(16)` is accepted as shorthand for `type: string, length: 16`.
         if isinstance(data, dict) and isinstance(data.get("type"), str):
             match = _STRING_SHORTHAND_RE.match(data["type"].strip())
-            if match and "length" not in data:
+            if match and data.get("length", int(match.group(1))) == int(match.group(1)):
                 return {**data, "type": "string", "length": int(match.group(1))}
         return data
 
@@ -136,7 +136,8 @@ class ModbusSignalFields(BaseModel):
     @field_validator("length")
     @classmethod
     def _length_only_for_strings(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is not None and info.data.get("type") not in ("string", None):
+        # `type` absent from info.data means it failed validation: that error is enough.
+        if value is not None and "type" in info.data and info.data["type"] != "string":
             raise ValueError("length applies only to type string")
         return value
 

@@ -149,6 +149,11 @@ class ModbusTcpServer:
             await self._serve_frames(reader, writer, peer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # peer went away mid-frame: nothing to answer
+        except asyncio.CancelledError:
+            # Cancelled by stop() (or loop shutdown). Finishing normally instead of
+            # re-raising: on 3.11 asyncio's stream callback calls task.exception() on a
+            # cancelled handler task and logs a spurious traceback per connection.
+            pass
         finally:
             self._clients.pop(task, None)
             # abort, not close: a dropped/rejected connection must not flush anything more

@@ -482,6 +482,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         Prefix("machines.d/press-08.yaml:6: connection.protocol:", "'modbus-rtu' is not one of"),
         "machines.d/press-09.yaml:13: signals[1]: type string needs a length (characters), "
         "e.g. type: string(16)",
+        "machines.d/press-09.yaml:14: signals[2].name: 'cycle.count' is already defined at "
+        "signals[0]",
     ]
 
 

@@ -49,7 +49,9 @@ def point_codec(index: int, offset: int, kind_name: str, order: str,
     if bit_table:
         return PointCodec(index, KIND_BIT, offset)
     if bit is not None:
-        return PointCodec(index, KIND_BIT_OF_REGISTER, offset, bit=bit)
+        # The bit is numbered in the decoded word: with bytes swapped, bit b sits at b ^ 8.
+        return PointCodec(index, KIND_BIT_OF_REGISTER, offset,
+                          bit=bit ^ 8 if order in ("BADC", "DCBA") else bit)
     if kind_name == "string":
         # A string's byte order is that of its words; word order does not apply.
         image = 1 if order in ("BADC", "DCBA") else 0
@@ -74,7 +76,8 @@ class BlockCodec:
 
     def decode(self, words: Sequence[int] | Sequence[bool]) -> list[tuple[int, object]]:
         """Values of every point; raises MalformedReply if the reply is short or invalid."""
-        if len(words) < self.count:
+        # Bit replies come padded to whole bytes; register replies must be exact.
+        if len(words) < self.count or (not self.bits and len(words) != self.count):
             raise MalformedReply(f"expected {self.count} values, got {len(words)}")
         if self.bits:
             return [(p.index, bool(words[p.offset])) for p in self.points]

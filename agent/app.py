@@ -22,6 +22,7 @@ class Agent:
 
     def __init__(self, config: LoadedConfig, state_dir: Path | None = None) -> None:
         self.config = config
+        self.failed = False  # set when a fatal error, not a stop request, ended the run
         self.metrics = Metrics()
         self.log = get_logger(agent=config.agent.agent.id)
         cfg = config.agent
@@ -46,6 +47,11 @@ class Agent:
         cfg = self.config.agent
         await self.buffer.open()
         self.buffer.on_commit = self.uplink.notify
+
+        def buffer_failed(exc: BaseException) -> None:
+            self.failed = True
+            stop.set()
+        self.buffer.on_fatal = buffer_failed
         if cfg.metrics.listen:
             try:
                 self.metrics.serve(cfg.metrics.listen)
@@ -63,6 +69,11 @@ class Agent:
         await stop.wait()
         self.log.info("stopping")
         await _cancel(machine_tasks)
+        if not self.buffer.alive:
+            await _cancel([uplink_task])
+            await self.buffer.close()
+            self.log.error("stopped: the buffer failed")
+            return
         await self.buffer.flush()
         drained = await self.uplink.drain(cfg.shutdown_grace)
         await self.uplink.close()

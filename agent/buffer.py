@@ -132,6 +132,7 @@ class Buffer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.epoch = ""
         self.on_commit: Callable[[], None] = lambda: None
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.overflow_dropped = 0
         self.failed_dropped = 0
         # Owned by the writer thread once it runs:
@@ -178,9 +179,16 @@ class Buffer:
     async def stats(self) -> BufferStats:
         return await self._call("stats", None)  # type: ignore[no-any-return]
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     async def close(self) -> None:
         """Commit what is pending, checkpoint and stop the writer thread."""
         if self._thread is None:
+            return
+        if not self._thread.is_alive():
+            self._thread = None
             return
         await self._call("close", None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -230,8 +238,11 @@ class Buffer:
         try:
             self._serve(conn)
         except BaseException as exc:
-            self._log.critical("buffer writer stopped", error=repr(exc))
-            raise
+            # The buffer cannot be restarted under the agent's feet; the agent stops with an
+            # error so that systemd restarts the whole process on a fresh connection.
+            self._log.critical("buffer writer failed", error=repr(exc))
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_fatal, exc)
         finally:
             conn.close()
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -138,7 +139,7 @@ def _run(config_dir: Path, state_dir: Path | None) -> int:
 
     try:
         asyncio.run(main_async())
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_OK
+    return EXIT_ERROR if agent.failed else EXIT_OK

@@ -190,6 +190,7 @@ class AgentConfig:
     broker_port: int
     machines: dict[str, str] = field(default_factory=dict)  # id -> yaml text
     encoding: str = "json"
+    protocol: str = "auto"
     max_bytes: str = "64MiB"
     commit_interval: str = "50ms"
     max_inflight: int = 16
@@ -201,6 +202,7 @@ class AgentConfig:
         (cfg / "agent.yaml").write_text(
             "agent: {id: gw-test, site: testsite}\n"
             f"mqtt: {{url: 'mqtt://127.0.0.1:{self.broker_port}', encoding: {self.encoding}, "
+            f"protocol: '{self.protocol}', "
             f"max_inflight: {self.max_inflight}, reconnect_min: 100ms, reconnect_max: 1s, "
             "state_interval: 1s}\n"
             f"buffer: {{path: buffer.db, max_bytes: {self.max_bytes}, "

@@ -33,12 +33,12 @@ def _readings(batch: dict) -> dict[str, dict]:
     return {r["signal"]: r for r in batch["readings"]}
 
 
-@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+@pytest.mark.parametrize("encoding, protocol", [("json", "auto"), ("msgpack", "3.1.1")])
 def test_readings_arrive_decoded_with_units(tmp_path: Path, broker: Broker, press: Simulator,
-                                            encoding: str) -> None:
+                                            encoding: str, protocol: str) -> None:
     sub = Subscriber(broker.port)
     _, config_dir, state = _start(tmp_path, broker, {"press-a": press_machine("press-a", press.port)},
-                                  encoding=encoding)
+                                  encoding=encoding, protocol=protocol)
     agent = AgentProcess(config_dir, state, tmp_path / "agent.log")
     try:
         wait_for(lambda: len(sub.telemetry("press-a")) >= 15, 30, "15 telemetry batches")
@@ -89,6 +89,9 @@ def test_readings_arrive_decoded_with_units(tmp_path: Path, broker: Broker, pres
     stats = buffer_stats(config_dir, state)
     assert stats["batches"] == 0
     assert_complete_and_ordered(sub.seqs("press-a"), stats["machines"]["press-a"]["seq"])
+    expected = "5" if protocol == "auto" else "3.1.1"
+    assert any(line.get("event") == "connected to broker" and line.get("protocol") == expected
+               for line in agent.logs())
     sub.close()
 
 

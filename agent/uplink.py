@@ -168,9 +168,12 @@ class Uplink:
                     rows = await self._buffer.fetch(cursor, room)
                     if not conn.is_connected:
                         break
-                    for row in rows:
-                        self._inflight[conn.publish(row.topic, row.payload)] = row.id
-                        cursor = row.id
+                    try:
+                        for row in rows:
+                            self._inflight[conn.publish(row.topic, row.payload)] = row.id
+                            cursor = row.id
+                    except ConnectionError:
+                        break  # lost between fetch and publish; unacked rows go again later
                     if rows:
                         self._metrics.uplink_published.inc(len(rows))
                         self._metrics.uplink_inflight.set(len(self._inflight))

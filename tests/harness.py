@@ -42,6 +42,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not found:
@@ -89,13 +100,8 @@ class Broker:
         wait_for(accepting, 10, "mosquitto to accept connections")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
 
@@ -166,13 +172,7 @@ class Simulator:
             raise RuntimeError(f"simulator did not start: {line}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def press_machine(machine_id: str, port: int, *, fast: str = "100ms", slow: str = "1s",

@@ -6,28 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-AGENT = "agent:\n  id: gw-01\n  site: changwon\n"
-
-MACHINE = textwrap.dedent("""\
-    id: press-07
-    family: press
-    area: stamping
-    line: line-2
-    connection:
-      protocol: modbus-tcp
-      host: 127.0.0.1
-      port: 5020
-    poll:
-      fast: 100ms
-    signals:
-    """)  # 11 lines: the first signal is on line 12
+from tests.test_config_errors import AGENT, HEAD as MACHINE  # 11 lines; first signal on 12
 
 
 def edge_agent(*args: str | Path) -> subprocess.CompletedProcess[str]:

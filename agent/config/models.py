@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from drivers.base import DriverSpec
 from drivers.config_types import ByteSize, Duration
@@ -92,6 +92,16 @@ class BufferConfig(_Strict):
     commit_interval: Duration = Field(
         0.05, ge=0, le=10, description="most collected data a power cut can lose"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _milliseconds_alias(cls, data: Any) -> Any:
+        # DESIGN.md's first spelling, `commit_interval_ms: 50`, stays accepted.
+        if isinstance(data, dict) and "commit_interval_ms" in data and "commit_interval" not in data:
+            data = dict(data)
+            value = data.pop("commit_interval_ms")
+            data["commit_interval"] = f"{value}ms" if isinstance(value, (int, float)) else value
+        return data
 
 
 class MetricsConfig(_Strict):

@@ -54,6 +54,8 @@ class MachineRunner:
         polls = {g: m.polls.labels(self.id, g) for g in self._groups}
         overruns = {g: m.overruns.labels(self.id, g) for g in self._groups}
         readings_total = m.readings.labels(self.id)
+        requests = m.requests.labels(self.id)
+        request_counts = {g: driver.request_count(g) for g in self._groups}
         duration, lateness = m.poll_duration.labels(self.id), m.poll_lateness.labels(self.id)
         link = m.machine_connected.labels(self.id)
         bad_counters: dict[str, Any] = {}
@@ -89,6 +91,7 @@ class MachineRunner:
                         self._log.info("connected to device")
                         last_error = None
                 if driver.connected:
+                    requests.inc(request_counts[group])
                     samples = await driver.read(group)
                     if not driver.connected:
                         reconnect_at = loop.time() + backoff.next()

@@ -14,6 +14,8 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = "edge_agent_"
         self.polls = Counter(p + "polls", "Polls executed", ["machine", "group"], registry=r)
+        self.requests = Counter(p + "device_requests", "Requests sent to devices (planned blocks)",
+                                ["machine"], registry=r)
         self.overruns = Counter(p + "poll_overruns", "Poll deadlines missed and skipped",
                                 ["machine", "group"], registry=r)
         self.bad_readings = Counter(p + "bad_readings", "Bad readings by reason",

@@ -184,11 +184,13 @@ def main() -> int:
     readings = sum(n for _, n, _ in received)
     latencies = [(arrival - ts) / 1e6 for arrival, _, ts in received]
     cpu = cpu1 - cpu0
-    requests = _metric_sum(after_metrics, "edge_agent_polls_total")
-    polls_delta = requests - _metric_sum(before_metrics, "edge_agent_polls_total")
+    polls_delta = _metric_sum(after_metrics, "edge_agent_polls_total") - _metric_sum(
+        before_metrics, "edge_agent_polls_total")
     overruns = _metric_sum(after_metrics, "edge_agent_poll_overruns_total") - _metric_sum(
         before_metrics, "edge_agent_poll_overruns_total")
-    requests_per_poll = -(-min(args.signals, REGISTERS) // 125)  # one block per 125 registers
+    requests_delta = _metric_sum(after_metrics, "edge_agent_device_requests_total") - _metric_sum(
+        before_metrics, "edge_agent_device_requests_total")
+    requests_per_poll = requests_delta / max(polls_delta, 1)
     print(f"workload            {args.machines} machines x {args.signals} signals every "
           f"{args.interval}, {args.encoding}, QoS 1, {elapsed:.1f} s measured")
     print(f"readings/s          {readings / elapsed:,.0f} delivered "
@@ -196,7 +198,7 @@ def main() -> int:
     print(f"agent CPU           {cpu:.2f} s = {cpu / elapsed * 100:.1f}% of a core, "
           f"{cpu / max(readings, 1) * 1e6:.2f} us per reading "
           f"({cpu / max(readings, 1) * 1e6 * 1000 / 1e6:.4f} CPU-s per 1,000 readings)")
-    print(f"modbus requests     {requests_per_poll} per poll ({polls_delta:.0f} polls, "
+    print(f"modbus requests     {requests_per_poll:.2f} per poll ({polls_delta:.0f} polls, "
           f"{overruns:.0f} overruns)")
     print(f"poll lateness       p50 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.5) * 1000:.2f} ms, "
           f"p99 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.99) * 1000:.2f} ms "

@@ -84,6 +84,10 @@ class Agent:
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    """Cancel and wait; cancel again any task that swallowed the first request (a library
+    may catch CancelledError), so a stop never hangs on one of them."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)

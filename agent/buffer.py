@@ -133,14 +133,17 @@ class Buffer:
         self.epoch = ""
         self.on_commit: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
-        self.overflow_dropped = 0
-        self.failed_dropped = 0
+        self.refused = 0  # batches append() turned away (overflow, closed)
         # Owned by the writer thread once it runs:
         self._conn: sqlite3.Connection | None = None
         self._seqs: dict[str, int] = {}
         self._bytes = 0
         self._count = 0
         self._committed_max_id = 0
+        self._in_tx = False
+        self._seqs_at_begin: dict[str, int] = {}
+        self._appended: list[tuple[str, int]] = []  # (machine, readings) of the open transaction
+        self._closed = False  # set by close(): later appends are refused and counted
 
     # ---- event-loop side -------------------------------------------------------------
 
@@ -154,15 +157,20 @@ class Buffer:
         await opened
 
     def append(self, batch: Batch) -> bool:
-        """Queue a batch for the next commit; False (and counted) if the writer is swamped."""
-        if len(self._appends) >= MAX_PENDING:
-            self.overflow_dropped += 1
-            self._metrics.buffer_dropped.labels("overflow").inc()
-            self._metrics.buffer_dropped_readings.labels("overflow").inc(batch.count)
-            return False
-        self._appends.append(batch)
-        self._wake.set()
-        return True
+        """Queue a batch for the next commit (before open(): for the first one); False, and
+        counted, if the writer is swamped, closed or dead."""
+        if self._closed or (self._thread is not None and not self._thread.is_alive()):
+            reason = "closed"
+        elif len(self._appends) >= MAX_PENDING:
+            reason = "overflow"
+        else:
+            self._appends.append(batch)
+            self._wake.set()
+            return True
+        self.refused += 1
+        self._metrics.buffer_dropped.labels(reason).inc()
+        self._metrics.buffer_dropped_readings.labels(reason).inc(batch.count)
+        return False
 
     def ack(self, ids: list[int]) -> None:
         """Delete delivered batches (in the next commit)."""
@@ -187,6 +195,7 @@ class Buffer:
         """Commit what is pending, checkpoint and stop the writer thread."""
         if self._thread is None:
             return
+        self._closed = True
         if not self._thread.is_alive():
             self._thread = None
             return
@@ -247,28 +256,17 @@ class Buffer:
             conn.close()
 
     def _serve(self, conn: sqlite3.Connection) -> None:
-        in_tx = False
-        staged: list[tuple[asyncio.Future[Any] | None]] = []  # flush/close replies after commit
-        seqs_at_begin: dict[str, int] = {}
-        appended: list[tuple[str, int]] = []  # (machine, readings) of this transaction
+        staged: list[asyncio.Future[Any] | None] = []  # flush replies, sent after the commit
         next_commit = 0.0
         closing: asyncio.Future[Any] | None = None
         while True:
-            wait = None
-            if in_tx:
-                wait = max(0.0, next_commit - time.monotonic())
+            wait = max(0.0, next_commit - time.monotonic()) if self._in_tx else None
             if not self._appends and self._commands.empty():
                 self._wake.wait(wait)
             self._wake.clear()
 
+            self._take_appends(conn)
             force = False
-            while self._appends:
-                batch = self._appends.popleft()
-                if not in_tx:
-                    conn.execute("BEGIN IMMEDIATE")
-                    in_tx, seqs_at_begin = True, dict(self._seqs)
-                self._insert(conn, batch)
-                appended.append((batch.machine, batch.count))
             while True:
                 try:
                     kind, arg, future = self._commands.get_nowait()
@@ -279,42 +277,58 @@ class Buffer:
                 elif kind == "stats":
                     self._reply(future, read_stats(conn))
                 elif kind == "ack":
-                    if not in_tx:
-                        conn.execute("BEGIN IMMEDIATE")
-                        in_tx, seqs_at_begin = True, dict(self._seqs)
+                    self._begin(conn)
                     self._delete(conn, arg)
-                elif kind == "flush":
-                    staged.append((future,))
-                    force = True
-                elif kind == "close":
-                    closing, force = future, True
-
-            if in_tx and (force or time.monotonic() >= next_commit):
-                try:
-                    self._enforce_bound(conn)
-                    conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._rollback(conn, exc, seqs_at_begin, appended)
                 else:
-                    self._committed_max_id = conn.execute(
-                        "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
-                    self._metrics.buffer_commits.inc()
-                    if self._loop is not None:
-                        self._loop.call_soon_threadsafe(self.on_commit)
-                in_tx, appended = False, []
+                    # flush or close: every batch appended before it was sent is in the deque
+                    # by now (the loop thread appends, then sends), so it joins this commit.
+                    self._take_appends(conn)
+                    force = True
+                    if kind == "close":
+                        closing = future
+                    else:
+                        staged.append(future)
+
+            if self._in_tx and (force or time.monotonic() >= next_commit):
+                self._commit(conn)
                 next_commit = time.monotonic() + self._interval
-                self._publish_gauges()
-            if not in_tx:
-                for (future,) in staged:
-                    self._reply(future)
-                staged.clear()
-            if closing is not None and not in_tx:
+            for future in staged:
+                self._reply(future)
+            staged.clear()
+            if closing is not None:
                 try:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error:
                     pass
                 self._reply(closing)
                 return
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        if not self._in_tx:
+            conn.execute("BEGIN IMMEDIATE")
+            self._in_tx, self._seqs_at_begin, self._appended = True, dict(self._seqs), []
+
+    def _take_appends(self, conn: sqlite3.Connection) -> None:
+        while self._appends:
+            batch = self._appends.popleft()
+            self._begin(conn)
+            self._insert(conn, batch)
+            self._appended.append((batch.machine, batch.count))
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        try:
+            self._enforce_bound(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn, exc)
+        else:
+            self._committed_max_id = conn.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
+            self._metrics.buffer_commits.inc()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_commit)
+        self._in_tx, self._appended = False, []
+        self._publish_gauges()
 
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         seq = self._seqs.get(batch.machine, 0) + 1
@@ -382,18 +396,17 @@ class Buffer:
                           readings=total_readings, max_bytes=self._max_bytes,
                           machines=sorted(dropped))
 
-    def _rollback(self, conn: sqlite3.Connection, exc: sqlite3.Error,
-                  seqs_at_begin: dict[str, int], appended: list[tuple[str, int]]) -> None:
+    def _rollback(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
         # The transaction's batches were never committed, so they never existed as far as a
         # consumer can tell; count them so the loss is not silent, and restore counters.
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        self._seqs = seqs_at_begin
+        self._seqs = self._seqs_at_begin
+        appended = self._appended
         stats = read_stats(conn)
         self._bytes, self._count = stats.bytes, stats.batches
-        self.failed_dropped += len(appended)
         self._metrics.buffer_dropped.labels("write_failed").inc(len(appended))
         self._metrics.buffer_dropped_readings.labels("write_failed").inc(
             sum(n for _, n in appended))

@@ -117,6 +117,17 @@ def _buffer_stats(config_dir: Path, state_dir: Path | None, as_json: bool) -> in
     return EXIT_OK
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every task is waiting, to diagnose a stall in the field."""
+    import io
+    from agent.logs import get_logger
+    log = get_logger()
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        log.warning("task stack", task=task.get_name(), stack=out.getvalue())
+
+
 def _run(config_dir: Path, state_dir: Path | None) -> int:
     from agent.logs import configure_logging
     config = _load(config_dir)
@@ -135,6 +146,7 @@ def _run(config_dir: Path, state_dir: Path | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
         await agent.run(stop)
 
     try:

@@ -137,8 +137,9 @@ class MqttConnection:
             self._client.connect(host, port, **kwargs)
 
         try:
-            await asyncio.wait_for(self._loop.run_in_executor(None, blocking_connect), timeout)
-            await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+            async with asyncio.timeout(timeout):
+                await self._loop.run_in_executor(None, blocking_connect)
+                await asyncio.shield(self._connack)
         except BaseException:
             self.close()
             raise

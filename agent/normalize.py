@@ -10,7 +10,7 @@ from drivers.base import OUT_OF_RANGE, RawSample
 
 
 class _Signal:
-    __slots__ = ("name", "unit", "scale", "offset", "transform", "enum", "deadband",
+    __slots__ = ("name", "unit", "scale", "offset", "transform", "digits", "enum", "deadband",
                  "heartbeat_ns", "last_value", "last_quality", "last_sent")
 
     def __init__(self, config: Any) -> None:
@@ -19,6 +19,8 @@ class _Signal:
         self.scale: float = config.scale
         self.offset: float = config.offset
         self.transform = config.scale != 1.0 or config.offset != 0.0
+        # Round away float noise (1234 * 0.1 -> 123.4) but keep what a tiny scale resolves.
+        self.digits = 9 + max(0, -math.floor(math.log10(abs(config.scale)))) if config.scale else 9
         self.enum: dict[int, str] | None = config.enum
         self.deadband: float | None = config.deadband
         self.heartbeat_ns = int(config.heartbeat * 1e9)
@@ -38,7 +40,8 @@ class GroupNormalizer:
         their heartbeat is due. A bad sample always becomes a bad reading."""
         out: list[Reading] = []
         append = out.append
-        for sig, sample in zip(self._signals, samples):
+        # strict: a driver returning the wrong number of samples is a bug that must surface.
+        for sig, sample in zip(self._signals, samples, strict=True):
             if sample.reason is not None:
                 value, quality, reason = None, (sample.quality if sample.quality != GOOD else BAD), sample.reason
             else:
@@ -51,12 +54,14 @@ class GroupNormalizer:
                     else:
                         value = label
                 elif sig.transform and (kind is int or kind is float):
-                    value = round(value * sig.scale + sig.offset, 9)  # type: ignore[operator]
+                    value = round(value * sig.scale + sig.offset, sig.digits)  # type: ignore[operator]
                     kind = float
                 if kind is float and not math.isfinite(value):  # type: ignore[arg-type]
                     value, quality, reason = None, BAD, OUT_OF_RANGE
             if sig.deadband is not None:
-                if (quality == sig.last_quality and sample.ts_ns - sig.last_sent < sig.heartbeat_ns
+                # Only good values are filtered: a bad or uncertain one is always reported.
+                if (quality == GOOD and sig.last_quality == GOOD
+                        and sample.ts_ns - sig.last_sent < sig.heartbeat_ns
                         and _within(value, sig.last_value, sig.deadband)):
                     continue
                 sig.last_value, sig.last_quality, sig.last_sent = value, quality, sample.ts_ns

@@ -20,9 +20,14 @@ class PollSchedule:
     def advance(self, group: str, now: float) -> int:
         """Move `group` to its next deadline after `now`; returns the deadlines skipped
         (overruns): a late poll is never queued up, it is counted and dropped."""
-        interval = self._intervals[group]
+        interval, start = self._intervals[group], self._start
         k_next = self._k[group] + 1
-        k_now = math.floor((now - self._start) / interval) + 1
-        skipped = max(0, k_now - k_next)
-        self._k[group] = max(k_next, k_now)
-        return skipped
+        # The first deadline strictly after `now`; the division only guesses, since float
+        # rounding can put it one step off either way, and the comparisons settle it.
+        k = max(k_next, math.floor((now - start) / interval) + 1)
+        while start + k * interval <= now:
+            k += 1
+        while k > k_next and start + (k - 1) * interval > now:
+            k -= 1
+        self._k[group] = k
+        return k - k_next

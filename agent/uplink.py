@@ -219,7 +219,8 @@ class Uplink:
         self._status_acked.clear()
         try:
             self._status_mid = conn.publish(self.status_topic, self._status(False), retain=True)
-            await asyncio.wait_for(self._status_acked.wait(), 2.0)
-        except (ConnectionError, asyncio.TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._status_acked.wait()
+        except (ConnectionError, TimeoutError):
             pass
         await conn.disconnect()

@@ -118,7 +118,7 @@ def main() -> int:
         f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', encoding: {args.encoding}, max_inflight: 256}}\n"
         "buffer: {path: buffer.db, max_bytes: 1GiB, commit_interval: 50ms}\n"
         f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
-        "logging: {level: warning, format: json}\n")
+        "logging: {level: info, format: json}\n")
     for i in range(args.machines):
         (config / "machines.d" / f"bench-{i:03d}.yaml").write_text(
             machine_file(i, first_port + i, args.signals, args.interval))
@@ -172,7 +172,13 @@ def main() -> int:
         cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
         after_metrics = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
         agent.send_signal(signal.SIGTERM)
-        agent.wait(60)
+        try:
+            agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.send_signal(signal.SIGUSR1)  # the agent logs every task's stack
+            time.sleep(1)
+            print("agent did not stop on SIGTERM; its log:", work / "agent.log", file=sys.stderr)
+            return 1
     finally:
         client.loop_stop()
         for proc in reversed(procs):

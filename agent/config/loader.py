@@ -83,6 +83,7 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
     folder = agent.machines if agent else (raw_folder if isinstance(raw_folder, str) else "machines.d")
     machines_dir = root / folder
     machines: list[MachineConfig] = []
+    models: dict[str, type[BaseModel]] = {}  # per protocol: building one costs milliseconds
     if not machines_dir.is_dir():
         line = agent_doc.line_of(["machines"]) if agent_doc and "machines" in agent_doc.data else None
         errors.append(ConfigError(AGENT_FILE, line, "machines",
@@ -94,7 +95,7 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
                                       "no machine files (*.yaml) in this folder"))
         seen: dict[str, str] = {}
         for path in files:
-            machine = _load_machine(path, root, drivers, errors)
+            machine = _load_machine(path, root, drivers, models, errors)
             if machine is None:
                 continue
             rel = _rel(path, root)
@@ -151,6 +152,7 @@ def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
 
 
 def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
+                  models: dict[str, type[BaseModel]],
                   errors: list[ConfigError]) -> MachineConfig | None:
     rel = _rel(path, root)
     doc = _read(path, root, errors)
@@ -175,7 +177,9 @@ def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
                                       else f"required field is missing (one of {choices})"))
         return None
     before = len(errors)
-    model = _validate(doc, rel, machine_model(spec), errors)
+    if spec.protocol not in models:
+        models[spec.protocol] = machine_model(spec)
+    model = _validate(doc, rel, models[spec.protocol], errors)
     _check_signals(data, doc, rel, errors)
     if model is None or len(errors) > before:
         return None

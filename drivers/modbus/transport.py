@@ -43,7 +43,7 @@ class ModbusTcpTransport:
         client = AsyncModbusTcpClient(
             self._host,
             port=self._port,
-            # Our own wait_for fires first; pymodbus's timeout is only a backstop.
+            # Our own timeout fires first; pymodbus's is only a backstop.
             timeout=self._timeout + 1.0,
             retries=0,
             reconnect_delay=0,
@@ -52,7 +52,10 @@ class ModbusTcpTransport:
         client.set_max_no_responses(1_000_000)
         self._client = client
         try:
-            ok = await asyncio.wait_for(client.connect(), self._timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # lands as the inner call completes, and the task would then never stop.
+            async with asyncio.timeout(self._timeout):
+                ok = await client.connect()
         except BaseException:
             self.close()
             raise
@@ -90,8 +93,9 @@ class ModbusTcpTransport:
         else:
             call = client.read_discrete_inputs(start, count=count, device_id=self._unit)
         try:
-            reply = await asyncio.wait_for(call, self._timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._timeout):
+                reply = await call
+        except TimeoutError:
             self.close()
             raise TimeoutError(f"no reply within {self._timeout}s") from None
         except ConnectionException as exc:

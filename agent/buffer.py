@@ -132,6 +132,7 @@ class Buffer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.epoch = ""
         self.on_commit: Callable[[], None] = lambda: None
+        self.committed_id = 0  # highest committed row id, as the event loop last heard it
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.refused = 0  # batches append() turned away (overflow, closed)
         # Owned by the writer thread once it runs:
@@ -178,6 +179,12 @@ class Buffer:
 
     async def fetch(self, after_id: int, limit: int) -> list[Row]:
         """Committed batches with id > after_id, oldest first, minus acked ones."""
+        rows, _ = await self.fetch_upto(after_id, limit)
+        return rows
+
+    async def fetch_upto(self, after_id: int, limit: int) -> tuple[list[Row], int]:
+        """Like fetch, plus the committed id the answer covers: with fewer rows than
+        `limit`, nothing else committed up to that id is waiting."""
         return await self._call("fetch", (after_id, limit))  # type: ignore[no-any-return]
 
     async def flush(self) -> None:
@@ -214,6 +221,10 @@ class Buffer:
         self._send(kind, arg, future)
         return await future
 
+    def _committed(self, max_id: int) -> None:
+        self.committed_id = max(self.committed_id, max_id)
+        self.on_commit()
+
     def _reply(self, future: asyncio.Future[Any] | None, result: Any = None,
                error: BaseException | None = None) -> None:
         if future is None or self._loop is None:
@@ -242,6 +253,7 @@ class Buffer:
         except BaseException as exc:  # report to open() instead of dying silently
             self._reply(opened, error=exc)
             return
+        self.committed_id = self._committed_max_id
         self._reply(opened)
         self._publish_gauges()
         try:
@@ -317,6 +329,11 @@ class Buffer:
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         try:
+            # Each machine's last seq, once per commit, in the same transaction as its rows.
+            conn.executemany(
+                "INSERT INTO machines (machine, seq) VALUES (?, ?) "
+                "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
+                [(m, self._seqs[m]) for m in {m for m, _ in self._appended}])
             self._enforce_bound(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -326,7 +343,7 @@ class Buffer:
                 "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
             self._metrics.buffer_commits.inc()
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self.on_commit)
+                self._loop.call_soon_threadsafe(self._committed, self._committed_max_id)
         self._in_tx, self._appended = False, []
         self._publish_gauges()
 
@@ -340,11 +357,6 @@ class Buffer:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (batch.machine, seq, batch.topic, payload, batch.count, time.time_ns(), size),
         )
-        conn.execute(
-            "INSERT INTO machines (machine, seq) VALUES (?, ?) "
-            "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
-            (batch.machine, seq),
-        )
         self._bytes += size
         self._count += 1
 
@@ -352,17 +364,17 @@ class Buffer:
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            row = conn.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM batches WHERE id IN ({marks})",
-                chunk).fetchone()
-            conn.execute(f"DELETE FROM batches WHERE id IN ({marks})", chunk)
-            self._count -= row[0]
-            self._bytes -= row[1]
+            sizes = conn.execute(f"DELETE FROM batches WHERE id IN ({marks}) RETURNING size",
+                                 chunk).fetchall()
+            self._count -= len(sizes)
+            self._bytes -= sum(size for (size,) in sizes)
 
-    def _fetch(self, conn: sqlite3.Connection, after_id: int, limit: int) -> list[Row]:
+    def _fetch(self, conn: sqlite3.Connection, after_id: int,
+               limit: int) -> tuple[list[Row], int]:
+        upto = self._committed_max_id
         return [Row(*r) for r in conn.execute(
             "SELECT id, machine, seq, topic, payload FROM batches WHERE id > ? AND id <= ? "
-            "ORDER BY id LIMIT ?", (after_id, self._committed_max_id, limit))]
+            "ORDER BY id LIMIT ?", (after_id, upto, limit))], upto
 
     def _enforce_bound(self, conn: sqlite3.Connection) -> None:
         if self._bytes <= self._max_bytes:

@@ -27,6 +27,9 @@ def reading_map(r: Reading) -> dict[str, Any]:
     return item
 
 
+_MAX_TEMPLATES = 100_000  # bounded: reasons could in theory vary without end
+
+
 class PayloadCodec:
     """Encodes readings and frames them into the telemetry payload of one encoding."""
 
@@ -38,12 +41,49 @@ class PayloadCodec:
         self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
                                        allow_nan=False).encode
         self._prefixes: dict[tuple[str, str], bytes] = {}
+        self._templates: dict[tuple[str, str | None, str, str | None], tuple[str, str]] = {}
 
     def readings(self, readings: Sequence[Reading]) -> bytes:
         """The encoded `readings` array of a batch."""
-        if self._json:
-            return self._dumps([reading_map(r) for r in readings]).encode()
-        return msgpack.packb([reading_map(r) for r in readings], use_bin_type=True)  # type: ignore[no-any-return]
+        if not self._json:
+            return msgpack.packb([reading_map(r) for r in readings], use_bin_type=True)  # type: ignore[no-any-return]
+        # Hot path: everything but value and ts is the same poll after poll, so each
+        # (signal, unit, quality, reason) keeps its JSON text around the value; this is
+        # about three times cheaper than building a dict per reading and encoding it.
+        templates, dumps = self._templates, self._dumps
+        parts = []
+        for r in readings:
+            key = (r.signal, r.unit, r.quality, r.reason)
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= _MAX_TEMPLATES:
+                    templates.clear()
+                template = templates[key] = self._template(r)
+            value = r.value
+            kind = type(value)
+            if kind is float:
+                if value - value != 0:  # NaN or inf: not JSON; the normalizer marks them bad
+                    raise ValueError(f"{r.signal}: {value!r} is not JSON compliant")
+                text = repr(value)
+            elif kind is bool:
+                text = "true" if value else "false"
+            elif kind is int:
+                text = str(value)
+            elif value is None:
+                text = "null"
+            else:
+                text = dumps(value)
+            parts.append(f"{template[0]}{text}{template[1]}{r.ts}}}")
+        return f"[{','.join(parts)}]".encode()
+
+    def _template(self, r: Reading) -> tuple[str, str]:
+        dumps = self._dumps
+        head = '{"signal":' + dumps(r.signal) + ',"value":'
+        tail = "" if r.unit is None else ',"unit":' + dumps(r.unit)
+        tail += ',"quality":' + dumps(r.quality)
+        if r.reason is not None:
+            tail += ',"reason":' + dumps(r.reason)
+        return head, tail + ',"ts":'
 
     def frame(self, machine: str, epoch: str, seq: int, body: bytes) -> bytes:
         """The full payload {agent, machine, epoch, seq, readings} around encoded readings."""

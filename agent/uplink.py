@@ -64,8 +64,7 @@ class Uplink:
         self._conn: MqttConnection | None = None
         self._inflight: dict[int, int] = {}  # mid -> buffer row id
         self._acked: list[int] = []
-        self._fetches = 0  # fetches started, so drain() can tell a fresh "nothing left"
-        self._idle_at = -1  # the fetch number after which nothing was left to send
+        self._cursor = 0
         self._status_mid: int | None = None
         self._status_acked = asyncio.Event()
         self.connected = False
@@ -152,7 +151,7 @@ class Uplink:
         self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
         self._state.mark_all_dirty()
         state_task = asyncio.create_task(self._publish_state(conn), name="state-topic")
-        cursor = 0
+        self._cursor = 0  # everything up to here was published on this connection
         window = self._cfg.max_inflight
         try:
             while conn.is_connected:
@@ -161,26 +160,23 @@ class Uplink:
                     self._buffer.ack(self._acked)
                     self._acked = []
                 room = window - len(self._inflight)
-                rows = []
-                if room > 0:
-                    self._fetches += 1
-                    fetch_number = self._fetches
-                    rows = await self._buffer.fetch(cursor, room)
+                # Only ask the buffer when a commit brought something new: acks alone do not.
+                if room > 0 and self._buffer.committed_id > self._cursor:
+                    rows, upto = await self._buffer.fetch_upto(self._cursor, room)
                     if not conn.is_connected:
                         break
                     try:
                         for row in rows:
                             self._inflight[conn.publish(row.topic, row.payload)] = row.id
-                            cursor = row.id
+                            self._cursor = row.id
                     except ConnectionError:
                         break  # lost between fetch and publish; unacked rows go again later
+                    if len(rows) < room:
+                        self._cursor = max(self._cursor, upto)
                     if rows:
                         self._metrics.uplink_published.inc(len(rows))
                         self._metrics.uplink_inflight.set(len(self._inflight))
-                    if len(rows) == room:
                         continue  # there may be more right away
-                    if not rows and not self._inflight and not self._acked:
-                        self._idle_at = fetch_number
                 await self._wake.wait()
         finally:
             state_task.cancel()
@@ -199,12 +195,12 @@ class Uplink:
             await asyncio.sleep(self._cfg.state_interval)
 
     async def drain(self, grace: float) -> bool:
-        """Wait up to `grace` seconds for every committed batch to be acknowledged."""
-        started = self._fetches
-        self._wake.set()
+        """Wait up to `grace` seconds until every committed batch is acknowledged (call
+        after the buffer's last flush)."""
         deadline = time.monotonic() + grace
         while self.connected and time.monotonic() < deadline:
-            if self._idle_at > started:
+            if (self._cursor >= self._buffer.committed_id and not self._inflight
+                    and not self._acked):
                 return True
             self._wake.set()
             await asyncio.sleep(0.02)

@@ -1,0 +1,33 @@
+"""The README's two set-up commands: the demo runs, and CI runs the same test command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.harness import REPO
+
+
+def _setup_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    first_section = text.split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", first_section, flags=re.S)
+
+
+def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_second() -> None:
+    commands = _setup_commands()
+    assert len(commands) == 2, commands
+    assert all("\n" not in c for c in commands), "each set-up command is one line"
+    assert "edge-agent demo" in commands[0]
+    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == commands[1]
+
+
+def test_demo_runs_the_pipeline_and_exits_cleanly() -> None:
+    out = subprocess.run([sys.executable, "-m", "agent", "demo", "--duration", "4"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "press-01 seq=1 " in out.stdout
+    summary = out.stdout.strip().splitlines()[-1]
+    assert re.search(r"demo: \d+ batches, \d+ readings .* 0 bad; agent exit code 0", summary), summary

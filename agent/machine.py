@@ -43,8 +43,6 @@ class MachineRunner:
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
         self.connected = False
-        self.overruns = 0
-        self.polls = 0
 
     async def run(self) -> None:
         model = self.machine.model
@@ -124,10 +122,8 @@ class MachineRunner:
                 finished = loop.time()
                 duration.observe(finished - started)
                 polls[group].inc()
-                self.polls += 1
                 skipped = schedule.advance(group, finished)
                 if skipped:
-                    self.overruns += skipped
                     overruns[group].inc(skipped)
         finally:
             await driver.close()

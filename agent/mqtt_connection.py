@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config.models import TlsConfig
 
 
 class MqttRefused(ConnectionError):
@@ -33,14 +36,24 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
 
 
-def tls_context(ca: str | None, cert: str | None, key: str | None,
-                min_version: str) -> ssl.SSLContext:
-    """Verifying TLS context (hostname checked) with optional client certificate."""
-    context = ssl.create_default_context(cafile=ca)
-    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if min_version == "1.3"
-                               else ssl.TLSVersion.TLSv1_2)
-    if cert:
-        context.load_cert_chain(cert, key)
+def tls_context(tls: TlsConfig | None, config_root: Path) -> ssl.SSLContext:
+    """Verifying TLS context (hostname checked), optional client certificate; files are
+    relative to the config folder. Raises ValueError naming the file that is wrong."""
+    def resolve(path: str | None) -> str | None:
+        return None if path is None else str(config_root / Path(path))  # absolute stays absolute
+
+    ca, cert, key = (resolve(tls.ca), resolve(tls.cert), resolve(tls.key)) if tls else (None,) * 3
+    for name, path in (("ca", ca), ("cert", cert), ("key", key)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"mqtt.tls.{name}: {path} does not exist")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls and tls.min_version == "1.3"
+                                   else ssl.TLSVersion.TLSv1_2)
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"mqtt.tls: {exc}") from None
     return context
 
 

@@ -49,15 +49,7 @@ class Uplink:
         self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
         self._metrics, self._log, self._password = metrics, log, password
         self._host, self._port, use_tls = parse_url(cfg.url)
-        self._tls = None
-        if use_tls or cfg.tls is not None:
-            tls = cfg.tls
-            resolve = (lambda p: str(p if Path(p).is_absolute() else config_root / p)
-                       if p else None)
-            self._tls = tls_context(resolve(tls.ca) if tls else None,
-                                    resolve(tls.cert) if tls else None,
-                                    resolve(tls.key) if tls else None,
-                                    tls.min_version if tls else "1.2")
+        self._tls = tls_context(cfg.tls, config_root) if use_tls or cfg.tls else None
         self._protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
         self.status_topic = status_topic(cfg, identity)
         self._wake = asyncio.Event()

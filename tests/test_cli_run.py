@@ -71,3 +71,17 @@ def test_agent_without_broker_or_device_keeps_running_and_stops_cleanly(tmp_path
     assert "p: last seq" in out.stdout
     lines = agent.logs()
     assert all(l.get("machine") == "p" for l in lines if "device" in str(l.get("event")))
+
+
+def test_run_with_missing_tls_file_exits_2_naming_it(tmp_path: Path) -> None:
+    cfg = AgentConfig(tmp_path, free_port(), {"p": press_machine("p", free_port())})
+    config_dir = cfg.write()
+    agent_yaml = config_dir / "agent.yaml"
+    agent_yaml.write_text(agent_yaml.read_text().replace(
+        "mqtt: {", "mqtt: {tls: {ca: certs/missing-ca.pem}, "))
+    out = subprocess.run([sys.executable, "-m", "agent", "run", "-c", str(config_dir),
+                          "--state-dir", str(tmp_path / "state")], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"mqtt.tls.ca: {config_dir}/certs/missing-ca.pem does not exist" in out.stderr
+    assert "Traceback" not in out.stderr

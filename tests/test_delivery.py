@@ -214,3 +214,34 @@ def test_full_buffer_drops_oldest_and_counts_exactly(tmp_path: Path, broker: Bro
     assert len(missing) == stats["machines"]["press-a"]["dropped_batches"] == dropped_before
     assert max(missing) <= last_before
     sub.close()
+
+
+def test_device_faults_become_bad_readings_and_polling_recovers(tmp_path: Path, broker: Broker) -> None:
+    flaky = Simulator(free_port(), "--drop-every", "15")
+    failing = Simulator(free_port(), "--exception-rate", "1.0")
+    sub = Subscriber(broker.port)
+    _, config_dir, state = _start(tmp_path, broker, {
+        "press-flaky": press_machine("press-flaky", flaky.port),
+        "press-failing": press_machine("press-failing", failing.port),
+    })
+    agent = AgentProcess(config_dir, state, tmp_path / "agent.log")
+    try:
+        def recovered() -> bool:
+            batches = sub.telemetry("press-flaky")
+            bad_at = [i for i, b in enumerate(batches)
+                      if any(r["quality"] == "bad" for r in b["readings"])]
+            return bool(bad_at) and any(
+                all(r["quality"] == "good" for r in b["readings"]) for b in batches[bad_at[-1] + 1:])
+        wait_for(recovered, 60, "a dropped connection, then good readings again")
+        wait_for(lambda: len(sub.telemetry("press-failing")) >= 10, 30, "batches of the failing press")
+    finally:
+        assert agent.stop() == 0
+        flaky.stop()
+        failing.stop()
+    reasons = {r.get("reason") for b in sub.telemetry("press-flaky") for r in b["readings"]}
+    assert reasons & {"comm_failure", "timeout"}
+    failing_readings = [r for b in sub.telemetry("press-failing") for r in b["readings"]]
+    assert failing_readings and all(r["quality"] == "bad" and r["value"] is None
+                                    for r in failing_readings)
+    assert {r["reason"] for r in failing_readings} <= {"device_exception:4", "device_exception:6"}
+    sub.close()

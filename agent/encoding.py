@@ -8,6 +8,7 @@ instead of encoding the batch again.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Sequence
 
 import msgpack
@@ -62,7 +63,7 @@ class PayloadCodec:
             value = r.value
             kind = type(value)
             if kind is float:
-                if value - value != 0:  # NaN or inf: not JSON; the normalizer marks them bad
+                if not math.isfinite(value):  # type: ignore[arg-type]  # the normalizer marks them bad
                     raise ValueError(f"{r.signal}: {value!r} is not JSON compliant")
                 text = repr(value)
             elif kind is bool:

@@ -13,11 +13,11 @@ from typing import Any, Callable
 from agent.backoff import Backoff
 from agent.config.loader import MachineConfig
 from agent.encoding import PayloadCodec
-from agent.model import Batch
+from agent.model import Batch, Reading
 from agent.normalize import GroupNormalizer
 from agent.schedule import PollSchedule
 from agent.state import StateCache
-from drivers.base import COMM_FAILURE, RawSample
+from drivers.base import COMM_FAILURE, Driver, RawSample
 
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0
 
@@ -42,29 +42,16 @@ class MachineRunner:
         self._groups = machine.signals_by_group()
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
-        self.connected = False
 
     async def run(self) -> None:
-        model = self.machine.model
-        driver = self.machine.spec.factory(model.connection, self._groups)
+        driver = self.machine.spec.factory(self.machine.model.connection, self._groups)
         normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}
-        m = self._metrics
-        polls = {g: m.polls.labels(self.id, g) for g in self._groups}
-        overruns = {g: m.overruns.labels(self.id, g) for g in self._groups}
-        readings_total = m.readings.labels(self.id)
-        requests = m.requests.labels(self.id)
-        request_counts = {g: driver.request_count(g) for g in self._groups}
-        duration, lateness = m.poll_duration.labels(self.id), m.poll_lateness.labels(self.id)
-        link = m.machine_connected.labels(self.id)
-        bad_counters: dict[str, Any] = {}
-
+        meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
+        link = _Link(driver, self._log)
         loop = asyncio.get_running_loop()
         # Spread machines over the shortest interval so they do not all poll at once.
         phase = (zlib.crc32(self.id.encode()) % 1000) / 1000 * min(min(self._intervals.values()), 1.0)
         schedule = PollSchedule(self._intervals, loop.time() + phase)
-        backoff = Backoff(RECONNECT_MIN, RECONNECT_MAX)
-        reconnect_at = 0.0
-        last_error: str | None = None
         try:
             while True:
                 deadline, group = schedule.next_due()
@@ -72,59 +59,98 @@ class MachineRunner:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 started = loop.time()
-                lateness.observe(max(0.0, started - deadline))
+                meter.lateness.observe(max(0.0, started - deadline))
 
-                if not driver.connected and started >= reconnect_at:
-                    try:
-                        await driver.connect()
-                    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
-                        wait = backoff.next()
-                        reconnect_at = loop.time() + wait
-                        error = str(exc) or type(exc).__name__
-                        if error != last_error:
-                            self._log.warning("cannot connect to device", error=error,
-                                              retry_in_s=round(wait, 2))
-                            last_error = error
-                    else:
-                        self._log.info("connected to device")
-                        last_error = None
-                if driver.connected:
-                    requests.inc(request_counts[group])
+                if await link.ready(started):
+                    meter.requests.inc(meter.request_counts[group])
                     samples = await driver.read(group)
-                    if not driver.connected:
-                        reconnect_at = loop.time() + backoff.next()
-                        self._log.warning("device connection lost")
+                    link.check(samples)
                 else:
                     bad = RawSample(None, time.time_ns(), "bad", COMM_FAILURE)
                     samples = [bad] * len(self._groups[group])
-                if self.connected != driver.connected:
-                    self.connected = driver.connected
-                    link.set(1 if self.connected else 0)
+                meter.link.set(1 if driver.connected else 0)
 
                 readings = normalizers[group].apply(samples)
-                good = False
-                for r in readings:
-                    if r.reason is None:
-                        good = True
-                    else:
-                        counter = bad_counters.get(r.reason)
-                        if counter is None:
-                            counter = bad_counters[r.reason] = m.bad_readings.labels(self.id, r.reason)
-                        counter.inc()
-                if good:
-                    backoff.reset()
                 if readings:
+                    meter.count(readings)
                     body = self._codec.readings(readings)
                     self._sink(Batch(self.id, self._telemetry_topic, body, len(readings)))
                     self._state.update(self.id, self._state_topic, readings)
-                    readings_total.inc(len(readings))
 
                 finished = loop.time()
-                duration.observe(finished - started)
-                polls[group].inc()
+                meter.duration.observe(finished - started)
+                meter.polls[group].inc()
                 skipped = schedule.advance(group, finished)
                 if skipped:
-                    overruns[group].inc(skipped)
+                    meter.overruns[group].inc(skipped)
         finally:
             await driver.close()
-            link.set(0)
+            meter.link.set(0)
+
+
+class _Link:
+    """Connection upkeep of one machine: reconnect with capped backoff and jitter, and log
+    state changes once rather than on every poll."""
+
+    def __init__(self, driver: Driver, log: Any) -> None:
+        self._driver, self._log = driver, log
+        self._backoff = Backoff(RECONNECT_MIN, RECONNECT_MAX)
+        self._retry_at = 0.0
+        self._last_error: str | None = None
+
+    async def ready(self, now: float) -> bool:
+        """Connected, after a reconnect attempt if one is due."""
+        if self._driver.connected:
+            return True
+        if now < self._retry_at:
+            return False
+        try:
+            await self._driver.connect()
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            wait = self._backoff.next()
+            self._retry_at = asyncio.get_running_loop().time() + wait
+            error = str(exc) or type(exc).__name__
+            if error != self._last_error:
+                self._log.warning("cannot connect to device", error=error, retry_in_s=round(wait, 2))
+                self._last_error = error
+            return False
+        self._log.info("connected to device")
+        self._last_error = None
+        return True
+
+    def check(self, samples: list[RawSample]) -> None:
+        """After a read: a good value resets the backoff; a lost link schedules a retry."""
+        if not self._driver.connected:
+            wait = self._backoff.next()
+            self._retry_at = asyncio.get_running_loop().time() + wait
+            reason = next((s.reason for s in samples if s.reason), None)
+            self._log.warning("device connection lost", reason=reason, retry_in_s=round(wait, 2))
+        elif any(s.reason is None for s in samples):
+            self._backoff.reset()
+
+
+class _MachineMeters:
+    """The metric children of one machine, resolved once."""
+
+    def __init__(self, metrics: Any, machine: str, groups: dict[str, list[Any]],
+                 driver: Driver) -> None:
+        self._m = m = metrics
+        self._machine = machine
+        self.polls = {g: m.polls.labels(machine, g) for g in groups}
+        self.overruns = {g: m.overruns.labels(machine, g) for g in groups}
+        self.readings = m.readings.labels(machine)
+        self.requests = m.requests.labels(machine)
+        self.request_counts = {g: driver.request_count(g) for g in groups}
+        self.duration = m.poll_duration.labels(machine)
+        self.lateness = m.poll_lateness.labels(machine)
+        self.link = m.machine_connected.labels(machine)
+        self._bad: dict[str, Any] = {}
+
+    def count(self, readings: list[Reading]) -> None:
+        self.readings.inc(len(readings))
+        for r in readings:
+            if r.reason is not None:
+                counter = self._bad.get(r.reason)
+                if counter is None:
+                    counter = self._bad[r.reason] = self._m.bad_readings.labels(self._machine, r.reason)
+                counter.inc()

@@ -123,7 +123,7 @@ def test_kill_9_while_publishing_and_while_broker_down(tmp_path: Path, broker: B
     agent = AgentProcess(config_dir, state, log)
     kills = 0
     for _ in range(3):  # kill -9 while publishing
-        wait_for(lambda: len(sub.telemetry()) >= 10 * (kills + 1), 30, "telemetry flowing")
+        wait_for(lambda k=kills: len(sub.telemetry()) >= 10 * (k + 1), 30, "telemetry flowing")
         agent.kill9()
         kills += 1
         agent = AgentProcess(config_dir, state, log)

@@ -59,7 +59,8 @@ class MachineConfig:
         groups: dict[str, list[Any]] = {name: [] for name in self.model.poll}
         only = next(iter(self.model.poll)) if len(self.model.poll) == 1 else None
         for signal in self.model.signals:
-            groups[signal.poll or only].append(signal)
+            group = signal.poll or only  # validation guarantees one of the two
+            groups[group].append(signal)  # type: ignore[index]
         return {name: signals for name, signals in groups.items() if signals}
 
 

@@ -121,10 +121,10 @@ class AgentFile(_Strict):
     """agent.yaml"""
 
     agent: AgentIdentity
-    mqtt: MqttConfig = MqttConfig()
-    buffer: BufferConfig = BufferConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    logging: LoggingConfig = LoggingConfig()
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     machines: str = Field("machines.d", description="folder of machine files, relative to this file")
     shutdown_grace: Duration = Field(
         5.0, ge=0, le=300, description="how long a stop keeps publishing the backlog"
@@ -173,7 +173,7 @@ def machine_model(spec: DriverSpec) -> type[BaseModel]:
         f"{_camel(spec.protocol)}Machine",
         __base__=MachineBase,
         connection=(spec.connection_model, ...),
-        signals=(list[signal_model(spec)], Field(min_length=1)),  # type: ignore[misc]
+        signals=(list[signal_model(spec)], Field(min_length=1)),  # type: ignore[misc, arg-type]
     )
 
 

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Sequence
 
+from drivers.base import Value
 from drivers.modbus.planner import Block
 
 _STRUCT_CHAR = {
@@ -74,7 +75,7 @@ class BlockCodec:
         self._sw = struct.Struct(f"<{block.count}H")
         self._needs_sw = any(p.image == 1 for p in points)
 
-    def decode(self, words: Sequence[int] | Sequence[bool]) -> list[tuple[int, object]]:
+    def decode(self, words: Sequence[int] | Sequence[bool]) -> list[tuple[int, Value]]:
         """Values of every point; raises MalformedReply if the reply is short or invalid."""
         # Bit replies come padded to whole bytes; register replies must be exact.
         if len(words) < self.count or (not self.bits and len(words) != self.count):
@@ -86,7 +87,7 @@ class BlockCodec:
                       self._sw.pack(*words[: self.count]) if self._needs_sw else b"")
         except struct.error as exc:
             raise MalformedReply(f"register value out of range: {exc}") from None
-        out: list[tuple[int, object]] = []
+        out: list[tuple[int, Value]] = []
         for p in self.points:
             if p.kind == KIND_STRUCT:
                 out.append((p.index, p.unpack.unpack_from(images[p.image], p.offset * 2)[0]))  # type: ignore[union-attr]

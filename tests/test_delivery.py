@@ -122,10 +122,17 @@ def test_kill_9_while_publishing_and_while_broker_down(tmp_path: Path, broker: B
     log = tmp_path / "agent.log"
     agent = AgentProcess(config_dir, state, log)
     kills = 0
+    status_topic = "factory/testsite/_agent/gw-test/status"
+
+    def statuses() -> list[str]:
+        return [m.data()["status"] for m in sub.snapshot() if m.topic == status_topic]
+
     for _ in range(3):  # kill -9 while publishing
         wait_for(lambda k=kills: len(sub.telemetry()) >= 10 * (k + 1), 30, "telemetry flowing")
         agent.kill9()
         kills += 1
+        # The broker publishes the Last Will: the agent is marked offline without its help.
+        wait_for(lambda k=kills: statuses().count("offline") >= k, 30, "the Last Will")
         agent = AgentProcess(config_dir, state, log)
     # kill -9 while the broker is down: the backlog is on disk only.
     wait_for(lambda: len(sub.telemetry()) >= 40, 30, "telemetry before the outage")

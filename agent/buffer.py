@@ -125,6 +125,8 @@ class Buffer:
         self._log = log
         self._metrics = metrics
         self._appends: collections.deque[Batch] = collections.deque()
+        # Bounded by its users rather than by a maxsize: one fetch at a time, acks at most the
+        # in-flight window, flush/stats/close once each; appends have their own bound.
         self._commands: queue.SimpleQueue[tuple[str, Any, asyncio.Future[Any] | None]] = (
             queue.SimpleQueue())
         self._wake = threading.Event()
@@ -136,7 +138,6 @@ class Buffer:
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.refused = 0  # batches append() turned away (overflow, closed)
         # Owned by the writer thread once it runs:
-        self._conn: sqlite3.Connection | None = None
         self._seqs: dict[str, int] = {}
         self._bytes = 0
         self._count = 0
@@ -243,7 +244,7 @@ class Buffer:
 
     def _run(self, opened: asyncio.Future[None]) -> None:
         try:
-            conn = self._conn = open_database(self.path)
+            conn = open_database(self.path)
             stats = read_stats(conn)
             self.epoch = stats.epoch
             self._seqs = {m: s.seq for m, s in stats.machines.items()}

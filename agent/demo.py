@@ -19,7 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.encoding import decode
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
+def examples_dir() -> Path:
+    """The example config folder: in a source checkout, or as installed with the package."""
+    for candidate in (Path(__file__).resolve().parent.parent / "config" / "examples",
+                      Path(sys.prefix) / "share" / "edge-agent" / "examples"):
+        if (candidate / "agent.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("the example config folder is not installed")
 KEY_SIGNALS = ("machine.execution.code", "cycle.count", "press.crank_angle",
                "press.force.total_peak", "motor.current")
 
@@ -69,7 +75,7 @@ def run_demo(duration: float | None) -> int:
     broker_port, press_port = _free_port(), _free_port()
     (work / "mosquitto.conf").write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n")
     config = work / "config"
-    shutil.copytree(EXAMPLES, config)
+    shutil.copytree(examples_dir(), config)
     agent_yaml = config / "agent.yaml"
     agent_yaml.write_text(agent_yaml.read_text()
                           .replace("127.0.0.1:1883", f"127.0.0.1:{broker_port}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 from tests.harness import REPO
 
@@ -31,3 +33,15 @@ def test_demo_runs_the_pipeline_and_exits_cleanly() -> None:
     assert "press-01 seq=1 " in out.stdout
     summary = out.stdout.strip().splitlines()[-1]
     assert re.search(r"demo: \d+ batches, \d+ readings .* 0 bad; agent exit code 0", summary), summary
+
+
+def test_wheel_ships_the_example_config_for_the_demo(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path),
+                    str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("edge_agent-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n}
+    assert "share/edge-agent/examples/agent.yaml" in shipped
+    assert "share/edge-agent/examples/machines.d/press.yaml" in shipped
+    assert "agent/cli.py" in names and "drivers/registry.py" in names
+    assert "simulators/press.py" in names

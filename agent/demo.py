@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.encoding import decode
+from agent.local_processes import free_port, terminate, wait_port
 
 def examples_dir() -> Path:
     """The example config folder: in a source checkout, or as installed with the package."""
@@ -28,25 +28,6 @@ def examples_dir() -> Path:
     raise FileNotFoundError("the example config folder is not installed")
 KEY_SIGNALS = ("machine.execution.code", "cycle.count", "press.crank_angle",
                "press.force.total_peak", "motor.current")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not open port {port}")
 
 
 def _format(batch: dict[str, Any]) -> str:
@@ -72,7 +53,7 @@ def run_demo(duration: float | None) -> int:
               file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
-    broker_port, press_port = _free_port(), _free_port()
+    broker_port, press_port = free_port(), free_port()
     (work / "mosquitto.conf").write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n")
     config = work / "config"
     shutil.copytree(examples_dir(), config)
@@ -91,11 +72,11 @@ def run_demo(duration: float | None) -> int:
     try:
         procs.append(subprocess.Popen([broker_bin, "-c", str(work / "mosquitto.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port(broker_port, procs[-1], "mosquitto")
+        wait_port(broker_port, procs[-1], "mosquitto")
         procs.append(subprocess.Popen([sys.executable, "-m", "simulators.press", "--host",
                                        "127.0.0.1", "--port", str(press_port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port(press_port, procs[-1], "press simulator")
+        wait_port(press_port, procs[-1], "press simulator")
         agent_log = open(work / "agent.log", "wb")
         procs.append(subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
                                        "--state-dir", str(work / "state")],
@@ -146,9 +127,4 @@ def run_demo(duration: float | None) -> int:
     finally:
         client.loop_stop()
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            terminate(proc)

@@ -29,17 +29,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.encoding import decode  # noqa: E402
+from agent.local_processes import free_port, terminate  # noqa: E402
 from drivers.config_types import parse_duration  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Registers of the press simulator's map that hold plain 16-bit values (hr:0..63 is mapped).
 REGISTERS = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -182,9 +177,7 @@ def main() -> int:
     finally:
         client.loop_stop()
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+            terminate(proc)
 
     elapsed = t1 - t0
     readings = sum(n for _, n, _ in received)

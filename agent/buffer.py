@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS batches (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     readings INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
+    sampled_ns INTEGER NOT NULL,
     size INTEGER NOT NULL
 );
 """
@@ -56,6 +56,7 @@ class Row:
     seq: int
     topic: str
     payload: bytes
+    sampled_ns: int
 
 
 @dataclass(slots=True)
@@ -94,7 +95,7 @@ def read_stats(conn: sqlite3.Connection) -> BufferStats:
     """Stats from an open buffer database (the agent's own or a read-only one)."""
     epoch_row = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
     count, size, oldest = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_ns) FROM batches").fetchone()
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(sampled_ns) FROM batches").fetchone()
     stats = BufferStats(epoch_row[0] if epoch_row else "", count, size, oldest)
     for machine, seq, dropped, dropped_readings in conn.execute(
             "SELECT machine, seq, dropped_batches, dropped_readings FROM machines ORDER BY machine"):
@@ -354,9 +355,9 @@ class Buffer:
         payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body)
         size = len(payload) + len(batch.topic) + ROW_OVERHEAD
         conn.execute(
-            "INSERT INTO batches (machine, seq, topic, payload, readings, created_ns, size) "
+            "INSERT INTO batches (machine, seq, topic, payload, readings, sampled_ns, size) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (batch.machine, seq, batch.topic, payload, batch.count, time.time_ns(), size),
+            (batch.machine, seq, batch.topic, payload, batch.count, batch.sampled_ns, size),
         )
         self._bytes += size
         self._count += 1
@@ -374,7 +375,8 @@ class Buffer:
                limit: int) -> tuple[list[Row], int]:
         upto = self._committed_max_id
         return [Row(*r) for r in conn.execute(
-            "SELECT id, machine, seq, topic, payload FROM batches WHERE id > ? AND id <= ? "
+            "SELECT id, machine, seq, topic, payload, sampled_ns FROM batches "
+            "WHERE id > ? AND id <= ? "
             "ORDER BY id LIMIT ?", (after_id, upto, limit))], upto
 
     def _enforce_bound(self, conn: sqlite3.Connection) -> None:

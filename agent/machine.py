@@ -58,7 +58,7 @@ class MachineRunner:
                 delay = deadline - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                started = loop.time()
+                started, sampled_ns = loop.time(), time.time_ns()
                 meter.lateness.observe(max(0.0, started - deadline))
 
                 if await link.ready(started):
@@ -74,7 +74,8 @@ class MachineRunner:
                 if readings:
                     meter.count(readings)
                     body = self._codec.readings(readings)
-                    self._sink(Batch(self.id, self._telemetry_topic, body, len(readings)))
+                    self._sink(Batch(self.id, self._telemetry_topic, body, len(readings),
+                                     sampled_ns))
                     self._state.update(self.id, self._state_topic, readings)
 
                 finished = loop.time()

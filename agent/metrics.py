@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1, 2.5, 5, 10)
+# Delivery spans the group commit (tens of ms) up to a long broker outage (minutes).
+_DELIVERY_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.15, 0.2, 0.5, 1, 2.5,
+                     5, 10, 30, 60, 300, 1800)
 
 
 class Metrics:
@@ -46,6 +50,9 @@ class Metrics:
         self.uplink_published = Counter(p + "uplink_published", "Batches published", registry=r)
         self.uplink_acked = Counter(p + "uplink_acked", "Batches acknowledged by the broker",
                                     registry=r)
+        self.uplink_delivery = Histogram(p + "uplink_delivery_seconds",
+                                         "Poll start to the batch's PUBACK",
+                                         buckets=_DELIVERY_BUCKETS, registry=r)
         self.uplink_rejected = Counter(p + "uplink_rejected", "PUBACKs with a failure reason",
                                        registry=r)
         self.uplink_reconnects = Counter(p + "uplink_connects", "Successful broker connections",

@@ -29,3 +29,4 @@ class Batch:
     topic: str
     body: bytes  # the encoded readings array
     count: int  # readings in it
+    sampled_ns: int  # when the poll began (UTC ns): the start of its delivery latency

@@ -54,7 +54,7 @@ class Uplink:
         self.status_topic = status_topic(cfg, identity)
         self._wake = asyncio.Event()
         self._conn: MqttConnection | None = None
-        self._inflight: dict[int, int] = {}  # mid -> buffer row id
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (buffer row id, sampled_ns)
         self._acked: list[int] = []
         self._cursor = 0
         self._status_mid: int | None = None
@@ -120,12 +120,14 @@ class Uplink:
         if mid == self._status_mid:
             self._status_acked.set()
             return
-        row_id = self._inflight.pop(mid, None)
-        if row_id is None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
             return  # a state message, or a batch of a connection already given up
+        row_id, sampled_ns = entry
         if ok:
             self._acked.append(row_id)
             self._metrics.uplink_acked.inc()
+            self._metrics.uplink_delivery.observe(max(0, time.time_ns() - sampled_ns) / 1e9)
         else:
             # Not deleted: it goes again after the reconnect this forces.
             self._metrics.uplink_rejected.inc()
@@ -159,7 +161,8 @@ class Uplink:
                         break
                     try:
                         for row in rows:
-                            self._inflight[conn.publish(row.topic, row.payload)] = row.id
+                            mid = conn.publish(row.topic, row.payload)
+                            self._inflight[mid] = (row.id, row.sampled_ns)
                             self._cursor = row.id
                     except ConnectionError:
                         break  # lost between fetch and publish; unacked rows go again later

@@ -56,14 +56,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def histogram_quantile(text: str, name: str, q: float) -> float:
-    """Quantile from a Prometheus histogram summed over labels (linear within a bucket)."""
+def _buckets(text: str, name: str) -> dict[float, float]:
     buckets: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith(name + "_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             bound = float("inf") if le == "+Inf" else float(le)
             buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def histogram_quantile(after: str, name: str, q: float, before: str = "") -> float:
+    """Quantile of a Prometheus histogram (summed over labels; the part observed between
+    the `before` and `after` scrapes), linear within a bucket."""
+    start = _buckets(before, name)
+    buckets = {b: n - start.get(b, 0.0) for b, n in _buckets(after, name).items()}
     if not buckets:
         return float("nan")
     bounds = sorted(buckets)
@@ -199,11 +206,17 @@ def main() -> int:
           f"({cpu / max(readings, 1) * 1e6 * 1000 / 1e6:.4f} CPU-s per 1,000 readings)")
     print(f"modbus requests     {requests_per_poll:.2f} per poll ({polls_delta:.0f} polls, "
           f"{overruns:.0f} overruns)")
-    print(f"poll lateness       p50 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.5) * 1000:.2f} ms, "
-          f"p99 {histogram_quantile(after_metrics, 'edge_agent_poll_lateness_seconds', 0.99) * 1000:.2f} ms "
-          "(from the agent's histogram, whole run)")
-    print(f"sample->delivery    p50 {percentile(latencies, 0.5):.1f} ms, p99 "
-          f"{percentile(latencies, 0.99):.1f} ms (sample ts to subscriber receipt, after PUBACK path)")
+    def quantiles(name: str) -> str:
+        p50 = histogram_quantile(after_metrics, name, 0.5, before_metrics) * 1000
+        p99 = histogram_quantile(after_metrics, name, 0.99, before_metrics) * 1000
+        return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+
+    print(f"poll lateness       {quantiles('edge_agent_poll_lateness_seconds')} "
+          "(agent histogram, 1 ms buckets up to 5 ms)")
+    print(f"sample->PUBACK      {quantiles('edge_agent_uplink_delivery_seconds')} "
+          "(agent histogram: poll start to PUBACK)")
+    print(f"sample->subscriber  p50 {percentile(latencies, 0.5):.1f} ms, p99 "
+          f"{percentile(latencies, 0.99):.1f} ms (reading ts to arrival at a subscriber)")
     print(f"agent RSS           {max(rss_samples):.1f} MB max, {rss_samples[-1]:.1f} MB at end")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -58,7 +58,8 @@ def readings_for(machine: str, tag: int, count: int) -> list[Reading]:
 
 
 def make_batch(codec: PayloadCodec, machine: str, tag: int, count: int = 2) -> Batch:
-    return Batch(machine, topic(machine), codec.readings(readings_for(machine, tag, count)), count)
+    return Batch(machine, topic(machine), codec.readings(readings_for(machine, tag, count)), count,
+                 time.time_ns())
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -621,7 +622,7 @@ async def test_close_commits_the_open_transaction_and_checkpoints(env: Env, tmp_
 # ---- crash durability (a child process that dies without close) ------------------------------
 
 CHILD = textwrap.dedent("""
-    import asyncio, json, os, signal, sys
+    import asyncio, json, os, signal, sys, time
     from pathlib import Path
     from agent.buffer import Buffer
     from agent.encoding import PayloadCodec
@@ -638,7 +639,7 @@ CHILD = textwrap.dedent("""
 
     def batch(codec, machine, tag):
         readings = [Reading("sig.tag", tag, None, "good", None, tag)]
-        return Batch(machine, "t/" + machine, codec.readings(readings), 1)
+        return Batch(machine, "t/" + machine, codec.readings(readings), 1, time.time_ns())
 
     async def main():
         codec = PayloadCodec("gw-test", "msgpack")

@@ -90,6 +90,7 @@ class MqttConnection:
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
         self.is_connected = False
+        self.receive_maximum = 65535
 
     # paho may call these from the executor thread running connect(); hop to the loop.
     def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -124,6 +125,11 @@ class MqttConnection:
             unsupported = "protocol version" in str(reason).lower()
             self._connack.set_exception(MqttRefused(str(reason), unsupported))
         else:
+            # MQTT 5 brokers may cap unacknowledged QoS 1 messages (Receive Maximum); paho
+            # does not enforce it, so the uplink must, or the broker disconnects it.
+            limit = getattr(properties, "ReceiveMaximum", None) if properties else None
+            if isinstance(limit, int) and limit > 0:
+                self.receive_maximum = limit
             self.is_connected = True
             self._connack.set_result(None)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from agent.encoding import reading_map
 from agent.model import Reading
@@ -29,11 +29,14 @@ class StateCache:
     def mark_all_dirty(self) -> None:
         self._dirty.update(self._latest)
 
-    def take_dirty(self) -> Iterator[tuple[str, bytes]]:
-        """(topic, payload) of every machine whose state changed since the last call."""
-        dirty, self._dirty = self._dirty, set()
-        for machine in sorted(dirty):
+    def take_dirty(self, limit: int) -> list[tuple[str, bytes]]:
+        """(topic, payload) of up to `limit` machines whose state changed since they were
+        last taken; the others stay pending."""
+        out: list[tuple[str, bytes]] = []
+        for machine in sorted(self._dirty)[:max(0, limit)]:
+            self._dirty.discard(machine)
             topic, signals = self._latest[machine]
             payload = {"agent": self._agent, "machine": machine,
                        "signals": {name: reading_map(r) for name, r in signals.items()}}
-            yield topic, json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+            out.append((topic, json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()))
+        return out

@@ -57,6 +57,8 @@ class Uplink:
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (buffer row id, sampled_ns)
         self._acked: list[int] = []
         self._cursor = 0
+        self._other: set[int] = set()  # mids of status and state messages in flight
+        self._window = cfg.max_inflight  # per connection: also capped by the broker
         self._status_mid: int | None = None
         self._status_acked = asyncio.Event()
         self.connected = False
@@ -117,8 +119,11 @@ class Uplink:
         await asyncio.sleep(delay)
 
     def _on_ack(self, mid: int, ok: bool) -> None:
-        if mid == self._status_mid:
-            self._status_acked.set()
+        if mid in self._other:
+            self._other.discard(mid)
+            if mid == self._status_mid:
+                self._status_acked.set()
+            self._wake.set()
             return
         entry = self._inflight.pop(mid, None)
         if entry is None:
@@ -142,18 +147,20 @@ class Uplink:
         self._wake.set()
 
     async def _pump(self, conn: MqttConnection) -> None:
+        self._window = min(self._cfg.max_inflight, conn.receive_maximum)
+        self._other.clear()
         self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
+        self._other.add(self._status_mid)
         self._state.mark_all_dirty()
         state_task = asyncio.create_task(self._publish_state(conn), name="state-topic")
         self._cursor = 0  # everything up to here was published on this connection
-        window = self._cfg.max_inflight
         try:
             while conn.is_connected:
                 self._wake.clear()
                 if self._acked:
                     self._buffer.ack(self._acked)
                     self._acked = []
-                room = window - len(self._inflight)
+                room = self._room()
                 # Only ask the buffer when a commit brought something new: acks alone do not.
                 if room > 0 and self._buffer.committed_id > self._cursor:
                     rows, upto = await self._buffer.fetch_upto(self._cursor, room)
@@ -179,13 +186,18 @@ class Uplink:
                 self._buffer.ack(self._acked)
                 self._acked = []
 
+    def _room(self) -> int:
+        """QoS 1 messages that may still go out unacknowledged on this connection."""
+        return self._window - len(self._inflight) - len(self._other)
+
     async def _publish_state(self, conn: MqttConnection) -> None:
         # Retained last value of every signal, for twins; latest wins, so never buffered.
+        # It shares the in-flight window with telemetry and only takes what is free.
         while conn.is_connected:
-            for topic, payload in self._state.take_dirty():
+            for topic, payload in self._state.take_dirty(self._room() // 2):
                 if not conn.is_connected:
                     return
-                conn.publish(topic, payload, qos=1, retain=True)
+                self._other.add(conn.publish(topic, payload, qos=1, retain=True))
                 await asyncio.sleep(0)  # one machine at a time: polls due meanwhile go first
             await asyncio.sleep(self._cfg.state_interval)
 
@@ -210,6 +222,7 @@ class Uplink:
         self._status_acked.clear()
         try:
             self._status_mid = conn.publish(self.status_topic, self._status(False), retain=True)
+            self._other.add(self._status_mid)
             async with asyncio.timeout(2.0):
                 await self._status_acked.wait()
         except (ConnectionError, TimeoutError):

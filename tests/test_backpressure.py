@@ -1,5 +1,6 @@
-"""A broker that never acknowledges: the uplink keeps at most `max_inflight` batches
-unacknowledged, the rest waits in the buffer, memory does not grow with the backlog."""
+"""A broker that never acknowledges: the uplink keeps at most `max_inflight` messages (or
+the broker's MQTT 5 Receive Maximum, if lower) unacknowledged; the rest waits in the
+buffer, so memory does not grow with the backlog."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.harness import (AgentConfig, AgentProcess, Simulator, buffer_stats, free_port,
                            press_machine, wait_for)
 
 
 class SilentBroker:
-    """Accepts MQTT 3.1.1 connections, answers CONNACK, then swallows every PUBLISH without
-    a PUBACK, counting them per topic suffix. Just enough protocol to stand in for a broker
-    that has stalled."""
+    """Accepts MQTT 3.1.1 and 5 connections, answers CONNACK (for 5 with a Receive Maximum),
+    then swallows every PUBLISH without a PUBACK, recording its topic. Just enough protocol
+    to stand in for a broker that has stalled."""
 
-    def __init__(self) -> None:
+    def __init__(self, receive_maximum: int = 65535) -> None:
+        self.receive_maximum = receive_maximum
         self.port = free_port()
         self.published: list[str] = []
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -53,8 +57,13 @@ class SilentBroker:
                     if packet is None:
                         break
                     kind, body, buf = packet
-                    if kind == 0x10:  # CONNECT
-                        conn.sendall(b"\x20\x02\x00\x00")
+                    if kind == 0x10:  # CONNECT: protocol name, then its level (4 or 5)
+                        level = body[2 + int.from_bytes(body[:2], "big")]
+                        if level == 5:  # flags, reason, properties: Receive Maximum (0x21)
+                            conn.sendall(b"\x20\x06\x00\x00\x03\x21"
+                                         + self.receive_maximum.to_bytes(2, "big"))
+                        else:
+                            conn.sendall(b"\x20\x02\x00\x00")
                     elif kind == 0x30:  # PUBLISH
                         topic_len = int.from_bytes(body[:2], "big")
                         self.published.append(body[2:2 + topic_len].decode())
@@ -87,17 +96,25 @@ def _take_packet(buf: bytes) -> tuple[int, bytes, bytes] | None:
     return buf[0] & 0xF0, buf[i:i + length], buf[i + length:]
 
 
-def test_unacknowledged_batches_never_exceed_the_window(tmp_path: Path) -> None:
-    broker = SilentBroker()
+@pytest.mark.parametrize("protocol, max_inflight, receive_maximum", [
+    ("3.1.1", 5, 65535),  # our window
+    ("5", 64, 3),  # the broker's, lower
+])
+def test_unacknowledged_messages_never_exceed_the_window(
+        tmp_path: Path, protocol: str, max_inflight: int, receive_maximum: int) -> None:
+    window = min(max_inflight, receive_maximum)
+    broker = SilentBroker(receive_maximum)
     sim = Simulator(free_port())
     cfg = AgentConfig(tmp_path, broker.port, {"press-a": press_machine("press-a", sim.port)},
-                      protocol="3.1.1", max_inflight=5, shutdown_grace="1s")
+                      protocol=protocol, max_inflight=max_inflight, shutdown_grace="1s")
     config_dir = cfg.write()
     agent = AgentProcess(config_dir, tmp_path / "state", tmp_path / "agent.log")
     try:
-        wait_for(lambda: broker.telemetry() >= 5, 30, "the first window of batches")
+        # The online status takes one place; telemetry gets the rest.
+        wait_for(lambda: broker.telemetry() >= window - 1, 30, "the first window of batches")
         time.sleep(3)  # 30 more polls: none of them may go out without a PUBACK
-        assert broker.telemetry() == 5
+        assert broker.telemetry() == window - 1
+        assert len(broker.published) == window  # state messages wait for room too
     finally:
         assert agent.stop() == 0
         sim.stop()

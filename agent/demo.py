@@ -54,7 +54,8 @@ def run_demo(duration: float | None) -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     broker_port, press_port = free_port(), free_port()
-    (work / "mosquitto.conf").write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n")
+    (work / "mosquitto.conf").write_text(
+        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
     config = work / "config"
     shutil.copytree(examples_dir(), config)
     agent_yaml = config / "agent.yaml"

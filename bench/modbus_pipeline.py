@@ -112,7 +112,8 @@ def main() -> int:
     while any(not _port_free(first_port + i) for i in range(args.machines)):
         first_port = free_port()
     (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        "set_tcp_nodelay true\n")
     config = work / "config"
     (config / "machines.d").mkdir(parents=True)
     (config / "agent.yaml").write_text(
@@ -213,6 +214,8 @@ def main() -> int:
 
     print(f"poll lateness       {quantiles('edge_agent_poll_lateness_seconds')} "
           "(agent histogram, 1 ms buckets up to 5 ms)")
+    print(f"poll duration       {quantiles('edge_agent_poll_duration_seconds')} "
+          "(agent histogram: request sent to batch made, mostly the device's reply time)")
     print(f"sample->PUBACK      {quantiles('edge_agent_uplink_delivery_seconds')} "
           "(agent histogram: poll start to PUBACK)")
     print(f"sample->subscriber  p50 {percentile(latencies, 0.5):.1f} ms, p99 "

@@ -64,6 +64,7 @@ class Broker:
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "log_type error\n"
+            "set_tcp_nodelay true\n"
             # Started as root, mosquitto would switch to its own user and then be unable
             # to write its persistence file here.
             f"user {getpass.getuser()}\n"

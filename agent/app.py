@@ -45,13 +45,13 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop polling, commit, drain, go offline."""
         cfg = self.config.agent
-        await self.buffer.open()
-        self.buffer.on_commit = self.uplink.notify
 
         def buffer_failed(exc: BaseException) -> None:
             self.failed = True
             stop.set()
         self.buffer.on_fatal = buffer_failed
+        self.buffer.on_commit = self.uplink.notify
+        await self.buffer.open()
         if cfg.metrics.listen:
             try:
                 self.metrics.serve(cfg.metrics.listen)

@@ -25,6 +25,7 @@ from agent.model import Batch
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond topic and payload (ids, seq, sizes, b-tree slack)
 MAX_PENDING = 4096  # batches waiting for the writer thread before new ones are dropped
+_ATTEMPTS = 3  # tries to make room on a full disk before a transaction's batches are lost
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -145,7 +146,8 @@ class Buffer:
         self._committed_max_id = 0
         self._in_tx = False
         self._seqs_at_begin: dict[str, int] = {}
-        self._appended: list[tuple[str, int]] = []  # (machine, readings) of the open transaction
+        self._tx_batches: list[Batch] = []  # of the open transaction, to redo it after a failure
+        self._tx_acks: list[int] = []
         self._closed = False  # set by close(): later appends are refused and counted
 
     # ---- event-loop side -------------------------------------------------------------
@@ -291,8 +293,7 @@ class Buffer:
                 elif kind == "stats":
                     self._reply(future, read_stats(conn))
                 elif kind == "ack":
-                    self._begin(conn)
-                    self._delete(conn, arg)
+                    self._ack(conn, arg)
                 else:
                     # flush or close: every batch appended before it was sent is in the deque
                     # by now (the loop thread appends, then sends), so it joins this commit.
@@ -320,45 +321,112 @@ class Buffer:
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not self._in_tx:
             conn.execute("BEGIN IMMEDIATE")
-            self._in_tx, self._seqs_at_begin, self._appended = True, dict(self._seqs), []
+            self._in_tx, self._seqs_at_begin = True, dict(self._seqs)
+            self._tx_batches, self._tx_acks = [], []
 
     def _take_appends(self, conn: sqlite3.Connection) -> None:
         while self._appends:
             batch = self._appends.popleft()
             self._begin(conn)
-            self._insert(conn, batch)
-            self._appended.append((batch.machine, batch.count))
+            self._tx_batches.append(batch)
+            try:
+                self._insert(conn, batch)
+            except sqlite3.Error as exc:
+                self._recover(conn, exc)
+
+    def _ack(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        self._begin(conn)
+        self._tx_acks.extend(ids)
+        try:
+            self._delete(conn, ids)
+        except sqlite3.Error as exc:
+            self._recover(conn, exc)
 
     def _commit(self, conn: sqlite3.Connection) -> None:
-        try:
-            # Each machine's last seq, once per commit, in the same transaction as its rows.
-            conn.executemany(
-                "INSERT INTO machines (machine, seq) VALUES (?, ?) "
-                "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
-                [(m, self._seqs[m]) for m in {m for m, _ in self._appended}])
-            self._enforce_bound(conn)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(conn, exc)
-        else:
+        for _ in range(_ATTEMPTS):
+            if not self._in_tx:
+                break  # a recovery gave up on this transaction (and counted its batches)
+            try:
+                # Each machine's last seq, once per commit, in the same transaction as its rows.
+                conn.executemany(
+                    "INSERT INTO machines (machine, seq) VALUES (?, ?) "
+                    "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
+                    [(m, self._seqs[m]) for m in {b.machine for b in self._tx_batches}])
+                self._enforce_bound(conn)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._recover(conn, exc)
+                continue
+            self._in_tx, self._tx_batches, self._tx_acks = False, [], []
             self._committed_max_id = conn.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
             self._metrics.buffer_commits.inc()
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._committed, self._committed_max_id)
-        self._in_tx, self._appended = False, []
+            break
+        else:
+            self._give_up(conn, "commit kept failing")
         self._publish_gauges()
+
+    def _recover(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
+        """After a failed statement or commit: roll back, and if the disk is full make room
+        by dropping the oldest batches (committed on their own), then redo the transaction.
+        Gives up, counting the transaction's batches as lost, after a few attempts or on any
+        other error. SQLite may already have rolled back by itself (it does on SQLITE_FULL),
+        so nothing of the failed transaction is trusted."""
+        batches, acks = self._tx_batches, self._tx_acks
+        for _ in range(_ATTEMPTS):
+            self._abort(conn)
+            if not (isinstance(exc, sqlite3.OperationalError)
+                    and exc.sqlite_errorcode == sqlite3.SQLITE_FULL and self._count):
+                break
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if acks:
+                    self._delete(conn, acks)
+                self._drop_oldest(conn, int(self._bytes * 0.9), "disk_full")
+                conn.execute("COMMIT")
+                self._begin(conn)
+                self._tx_batches = list(batches)
+                for batch in batches:
+                    self._insert(conn, batch)
+                return
+            except sqlite3.Error as again:
+                exc = again
+        self._tx_batches, self._tx_acks = batches, acks
+        self._give_up(conn, str(exc))
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # already rolled back by SQLite
+        self._seqs = dict(self._seqs_at_begin) if self._in_tx else self._seqs
+        stats = read_stats(conn)
+        self._bytes, self._count = stats.bytes, stats.batches
+        self._in_tx = False
+
+    def _give_up(self, conn: sqlite3.Connection, error: str) -> None:
+        # The batches never got committed, so they never existed for a consumer (their
+        # seqs go to the next batches: no gap); count them so the loss is not silent.
+        batches = self._tx_batches
+        if self._in_tx:
+            self._abort(conn)
+        self._tx_batches, self._tx_acks = [], []
+        self._metrics.buffer_dropped.labels("write_failed").inc(len(batches))
+        self._metrics.buffer_dropped_readings.labels("write_failed").inc(
+            sum(b.count for b in batches))
+        self._log.error("buffer write failed; batches lost", error=error, batches=len(batches))
 
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         seq = self._seqs.get(batch.machine, 0) + 1
-        self._seqs[batch.machine] = seq
         payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body)
         size = len(payload) + len(batch.topic) + ROW_OVERHEAD
         conn.execute(
             "INSERT INTO batches (machine, seq, topic, payload, readings, sampled_ns, size) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (batch.machine, seq, batch.topic, payload, batch.count, batch.sampled_ns, size),
-        )
+            (batch.machine, seq, batch.topic, payload, batch.count, batch.sampled_ns, size))
+        self._seqs[batch.machine] = seq
         self._bytes += size
         self._count += 1
 
@@ -380,17 +448,21 @@ class Buffer:
             "ORDER BY id LIMIT ?", (after_id, upto, limit))], upto
 
     def _enforce_bound(self, conn: sqlite3.Connection) -> None:
-        if self._bytes <= self._max_bytes:
-            return
+        if self._bytes > self._max_bytes:
+            self._drop_oldest(conn, self._max_bytes, "buffer_full")
+
+    def _drop_oldest(self, conn: sqlite3.Connection, target_bytes: int, reason: str) -> None:
+        """Delete the oldest batches until the buffer holds at most `target_bytes` (at least
+        one batch); count them per machine, in the metrics and in the log."""
         dropped: dict[str, list[int]] = {}
         total_batches = total_readings = 0
-        while self._bytes > self._max_bytes:
+        while self._count and (self._bytes > target_bytes or not total_batches):
             rows = conn.execute(
                 "SELECT id, machine, readings, size FROM batches ORDER BY id LIMIT 256").fetchall()
             if not rows:
                 break
             for row_id, machine, readings, size in rows:
-                if self._bytes <= self._max_bytes:
+                if self._bytes <= target_bytes and total_batches:
                     break
                 conn.execute("DELETE FROM batches WHERE id = ?", (row_id,))
                 self._bytes -= size
@@ -400,33 +472,18 @@ class Buffer:
                 counts[1] += readings
                 total_batches += 1
                 total_readings += readings
-        for machine, (batches, readings) in dropped.items():
-            conn.execute(
-                "UPDATE machines SET dropped_batches = dropped_batches + ?, "
-                "dropped_readings = dropped_readings + ? WHERE machine = ?",
-                (batches, readings, machine))
-        self._metrics.buffer_dropped.labels("buffer_full").inc(total_batches)
-        self._metrics.buffer_dropped_readings.labels("buffer_full").inc(total_readings)
-        self._log.warning("buffer full: dropped oldest batches", batches=total_batches,
-                          readings=total_readings, max_bytes=self._max_bytes,
-                          machines=sorted(dropped))
-
-    def _rollback(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
-        # The transaction's batches were never committed, so they never existed as far as a
-        # consumer can tell; count them so the loss is not silent, and restore counters.
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        self._seqs = self._seqs_at_begin
-        appended = self._appended
-        stats = read_stats(conn)
-        self._bytes, self._count = stats.bytes, stats.batches
-        self._metrics.buffer_dropped.labels("write_failed").inc(len(appended))
-        self._metrics.buffer_dropped_readings.labels("write_failed").inc(
-            sum(n for _, n in appended))
-        self._log.error("buffer commit failed; batches of this commit dropped",
-                        error=str(exc), batches=len(appended))
+        conn.executemany(
+            "INSERT INTO machines (machine, seq, dropped_batches, dropped_readings) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(machine) DO UPDATE SET "
+            "dropped_batches = dropped_batches + excluded.dropped_batches, "
+            "dropped_readings = dropped_readings + excluded.dropped_readings",
+            [(m, self._seqs.get(m, 0), b, r) for m, (b, r) in dropped.items()])
+        self._metrics.buffer_dropped.labels(reason).inc(total_batches)
+        self._metrics.buffer_dropped_readings.labels(reason).inc(total_readings)
+        event = ("buffer full: dropped oldest batches" if reason == "buffer_full"
+                 else "disk full: dropped oldest batches")
+        self._log.warning(event, batches=total_batches, readings=total_readings,
+                          max_bytes=self._max_bytes, machines=sorted(dropped))
 
     def _publish_gauges(self) -> None:
         self._metrics.buffer_batches.set(self._count)

@@ -758,3 +758,45 @@ async def test_append_after_close_is_refused_or_counted(env: Env) -> None:
                   for r in ("overflow", "write_failed", "closed"))
     # Actual: accepted is True and counted == 0 -- the batch silently disappears.
     assert accepted is False or counted == 1
+
+
+# ---- disk full (SQLite's page limit stands in for a full filesystem) ------------------------
+
+async def test_disk_full_drops_oldest_batches_counts_them_and_keeps_running(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.buffer as buffer_module
+
+    real_open = buffer_module.open_database
+
+    def small_disk(path: Path) -> sqlite3.Connection:
+        conn = real_open(path)
+        used = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {used + 40}")  # about 160 KiB more, at most
+        return conn
+
+    monkeypatch.setattr(buffer_module, "open_database", small_disk)
+    metrics = Metrics()
+    buf = env.buffer(max_bytes=1024**3, metrics=metrics)  # the byte bound is not what limits
+    await buf.open()
+    env.opened.append(buf)
+    codec = PayloadCodec(AGENT, "json")
+    total = 300
+    for i in range(total):
+        assert buf.append(make_batch(codec, "a", i, count=20))
+        if i % 10 == 9:
+            await commit_all(buf)
+    await commit_all(buf)
+    assert buf.alive, "a full disk must not stop the buffer"
+    stats = await buf.stats()
+    a = stats.machines["a"]
+    dropped = sample(metrics, "edge_agent_buffer_dropped_batches_total", reason="disk_full")
+    lost = sample(metrics, "edge_agent_buffer_dropped_batches_total", reason="write_failed") or 0
+    assert dropped and dropped > 0
+    # Every batch is accounted for: stored, dropped (oldest first, counted per machine) or,
+    # if even that could not make room, lost before it got a seq (counted in the metric).
+    assert a.dropped_batches == dropped
+    assert stats.batches + a.dropped_batches == a.seq
+    assert a.seq + lost == total
+    rows = await fetch_all(buf)
+    seqs = [r.seq for r in rows]
+    assert seqs == list(range(a.seq - len(seqs) + 1, a.seq + 1)), "the newest are kept, in order"

@@ -29,15 +29,21 @@ def test_sim_press_through_the_cli_serves_modbus_and_stops_on_sigterm() -> None:
         assert proc.wait(10) == 0
 
 
-def test_run_with_missing_password_env_exits_2_without_starting(tmp_path: Path) -> None:
+def _run_with_mqtt_fields(tmp_path: Path, fields: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`edge-agent run` on a config whose mqtt block starts with `fields`."""
     cfg = AgentConfig(tmp_path, free_port(), {"p": press_machine("p", free_port())})
     config_dir = cfg.write()
     agent_yaml = config_dir / "agent.yaml"
-    agent_yaml.write_text(agent_yaml.read_text().replace(
-        "mqtt: {", "mqtt: {password_env: EDGE_AGENT_TEST_UNSET_PASSWORD, username: u, "))
+    agent_yaml.write_text(agent_yaml.read_text().replace("mqtt: {", "mqtt: {" + fields + ", "))
     out = subprocess.run([sys.executable, "-m", "agent", "run", "-c", str(config_dir),
                           "--state-dir", str(tmp_path / "state")], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
+    return config_dir, out
+
+
+def test_run_with_missing_password_env_exits_2_without_starting(tmp_path: Path) -> None:
+    _, out = _run_with_mqtt_fields(
+        tmp_path, "password_env: EDGE_AGENT_TEST_UNSET_PASSWORD, username: u")
     assert out.returncode == 2
     assert "EDGE_AGENT_TEST_UNSET_PASSWORD is not set" in out.stderr
     assert not (tmp_path / "state").exists()
@@ -74,14 +80,7 @@ def test_agent_without_broker_or_device_keeps_running_and_stops_cleanly(tmp_path
 
 
 def test_run_with_missing_tls_file_exits_2_naming_it(tmp_path: Path) -> None:
-    cfg = AgentConfig(tmp_path, free_port(), {"p": press_machine("p", free_port())})
-    config_dir = cfg.write()
-    agent_yaml = config_dir / "agent.yaml"
-    agent_yaml.write_text(agent_yaml.read_text().replace(
-        "mqtt: {", "mqtt: {tls: {ca: certs/missing-ca.pem}, "))
-    out = subprocess.run([sys.executable, "-m", "agent", "run", "-c", str(config_dir),
-                          "--state-dir", str(tmp_path / "state")], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    config_dir, out = _run_with_mqtt_fields(tmp_path, "tls: {ca: certs/missing-ca.pem}")
     assert out.returncode == 2
     assert f"mqtt.tls.ca: {config_dir}/certs/missing-ca.pem does not exist" in out.stderr
     assert "Traceback" not in out.stderr

@@ -351,7 +351,7 @@ class Buffer:
                 conn.executemany(
                     "INSERT INTO machines (machine, seq) VALUES (?, ?) "
                     "ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq",
-                    [(m, self._seqs[m]) for m in {b.machine for b in self._tx_batches}])
+                    [(m, self._seqs[m]) for m in {b.stream or b.machine for b in self._tx_batches}])
                 self._enforce_bound(conn)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -419,14 +419,15 @@ class Buffer:
         self._log.error("buffer write failed; batches lost", error=error, batches=len(batches))
 
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
-        seq = self._seqs.get(batch.machine, 0) + 1
-        payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body)
+        stream = batch.stream or batch.machine
+        seq = self._seqs.get(stream, 0) + 1
+        payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body, batch.key)
         size = len(payload) + len(batch.topic) + ROW_OVERHEAD
         conn.execute(
             "INSERT INTO batches (machine, seq, topic, payload, readings, sampled_ns, size) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (batch.machine, seq, batch.topic, payload, batch.count, batch.sampled_ns, size))
-        self._seqs[batch.machine] = seq
+            (stream, seq, batch.topic, payload, batch.count, batch.sampled_ns, size))
+        self._seqs[stream] = seq
         self._bytes += size
         self._count += 1
 

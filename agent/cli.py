@@ -15,6 +15,8 @@ from typing import Sequence
 from agent import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+SIMULATORS = {"press": "simulators.press", "cnc": "simulators.cnc",
+              "injection": "simulators.injection"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +30,41 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config folder, print every error")
     validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.add_argument("--online", action="store_true",
+                          help="also connect to every machine and check its signals exist")
+
+    read = sub.add_parser("read", help="acquire one configured machine once and print it")
+    read.add_argument("machine", help="machine id")
+    read.add_argument("-c", "--config", type=Path, required=True)
+
+    browse = sub.add_parser("browse", help="print an OPC UA server's address space")
+    browse.add_argument("url", help="opc.tcp://HOST:PORT")
+    browse.add_argument("--path", default="/Objects", help="browse path or NodeId to start at")
+    browse.add_argument("--depth", type=int, default=3)
+    browse.add_argument("--policy", default="None",
+                        choices=["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"])
+    browse.add_argument("--mode", choices=["Sign", "SignAndEncrypt"])
+    browse.add_argument("--certificate", help="client certificate (edge-agent certs create)")
+    browse.add_argument("--private-key")
+    browse.add_argument("--trust", help="folder of trusted server certificates")
+    browse.add_argument("--trust-on-first-use", action="store_true")
+    browse.add_argument("--username")
+    browse.add_argument("--password-env", help="environment variable holding the password")
+
+    certs = sub.add_parser("certs", help="OPC UA client application certificates")
+    certs.add_argument("action", choices=["create"])
+    certs.add_argument("--dir", type=Path, default=Path("pki"),
+                       help="writes DIR/own/cert.der and DIR/own/key.pem (default ./pki)")
+    certs.add_argument("--uri", help="application URI (default urn:HOSTNAME:edge-agent; "
+                       "must equal security.application_uri)")
+    certs.add_argument("--hostname")
+    certs.add_argument("--days", type=int, default=3650)
+    certs.add_argument("--force", action="store_true", help="replace an existing certificate")
 
     sub.add_parser("schema", help="print the JSON Schema of the agent and machine files")
 
     sim = sub.add_parser("sim", help="run a device simulator")
-    sim.add_argument("kind", choices=["press"])
+    sim.add_argument("kind", choices=sorted(SIMULATORS))
     sim.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see --help)")
 
     buffer = sub.add_parser("buffer", help="inspect the local buffer")
@@ -50,8 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     if args.command == "sim":
-        from simulators import press
-        return press.main(args.args)
+        import importlib
+        module = importlib.import_module(SIMULATORS[args.kind])
+        return module.main(args.args)  # type: ignore[no-any-return]
+    if args.command == "browse":
+        return _browse(args)
+    if args.command == "certs":
+        return _certs(args)
+    if args.command == "read":
+        return _read(args.config, args.machine)
     if args.command == "schema":
         from agent.config.schema import full_schema
         from drivers.registry import DRIVERS
@@ -61,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent.demo import run_demo
         return run_demo(args.duration)
     if args.command == "validate":
-        return _validate(args.config)
+        return _validate(args.config, args.online)
     if args.command == "buffer":
         return _buffer_stats(args.config, args.state_dir, args.json)
     return _run(args.config, args.state_dir)
@@ -79,12 +118,100 @@ def _load(config_dir: Path):  # type: ignore[no-untyped-def]
         return None
 
 
-def _validate(config_dir: Path) -> int:
+def _validate(config_dir: Path, online: bool) -> int:
     config = _load(config_dir)
     if config is None:
         return EXIT_CONFIG
     signals = sum(len(m.model.signals) for m in config.machines)
-    print(f"{config_dir}: OK ({len(config.machines)} machine(s), {signals} signal(s))")
+    if online:
+        from agent.commission import acquire_once, online_errors
+        errors, unreachable = [], 0
+        for machine in config.machines:
+            try:
+                acquired = asyncio.run(acquire_once(machine))
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                unreachable += 1
+                print(f"{machine.source}: cannot reach {machine.id}: {exc or type(exc).__name__}",
+                      file=sys.stderr)
+                continue
+            errors += online_errors(machine, config.root, acquired)
+        for error in errors:
+            print(str(error), file=sys.stderr)
+        if errors or unreachable:
+            print(f"{len(errors)} error(s), {unreachable} machine(s) unreachable in {config_dir}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+    print(f"{config_dir}: OK ({len(config.machines)} machine(s), {signals} signal(s)"
+          f"{', checked online' if online else ''})")
+    return EXIT_OK
+
+
+def _read(config_dir: Path, machine_id: str) -> int:
+    from agent.commission import acquire_once, format_readings
+    config = _load(config_dir)
+    if config is None:
+        return EXIT_CONFIG
+    machine = next((m for m in config.machines if m.id == machine_id), None)
+    if machine is None:
+        known = ", ".join(m.id for m in config.machines) or "none"
+        print(f"edge-agent: no machine {machine_id!r} in {config_dir} (machines: {known})",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        acquired = asyncio.run(acquire_once(machine))
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        print(f"edge-agent: cannot reach {machine_id}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in format_readings(acquired):
+        print(line)
+    return EXIT_OK
+
+
+def _browse(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from drivers.opcua.browse import browse
+    from drivers.opcua.config import OpcUaConnection
+    security = {"policy": args.policy, "mode": args.mode, "certificate": args.certificate,
+                "private_key": args.private_key, "trust": args.trust,
+                "trust_on_first_use": args.trust_on_first_use}
+    auth = {"username": args.username, "password_env": args.password_env}
+    try:
+        conn = OpcUaConnection.model_validate({
+            "protocol": "opcua", "url": args.url,
+            "security": {k: v for k, v in security.items() if v not in (None, False)},
+            "auth": {k: v for k, v in auth.items() if v is not None}})
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"edge-agent: {where}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        count = asyncio.run(browse(conn, args.path, args.depth, print))
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        print(f"edge-agent: {args.url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"({count} nodes)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from drivers.opcua.config import default_application_uri
+    from drivers.opcua.security import create_certificate
+    cert, key = args.dir / "own" / "cert.der", args.dir / "own" / "key.pem"
+    if cert.exists() and not args.force:
+        print(f"edge-agent: {cert} exists (use --force to replace it)", file=sys.stderr)
+        return EXIT_ERROR
+    uri = args.uri or default_application_uri()
+    try:
+        create_certificate(cert, key, uri, args.hostname, args.days)
+        (args.dir / "trusted").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"certificate      {cert}\nprivate key      {key}\napplication URI  {uri}\n"
+          f"trust folder     {args.dir / 'trusted'} (put the server certificates here)\n"
+          f"Give the server {cert} to trust, and set security.application_uri to {uri} "
+          "if it is not the default.")
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import msgpack
 
@@ -86,14 +86,21 @@ class PayloadCodec:
             tail += ',"reason":' + dumps(r.reason)
         return head, tail + ',"ts":'
 
-    def frame(self, machine: str, epoch: str, seq: int, body: bytes) -> bytes:
-        """The full payload {agent, machine, epoch, seq, readings} around encoded readings."""
+    def frame(self, machine: str, epoch: str, seq: int, body: bytes,
+              key: str = "readings") -> bytes:
+        """The full payload {agent, machine, epoch, seq, readings|events} around `body`."""
         prefix = self._prefixes.get((machine, epoch))
         if prefix is None:
             prefix = self._prefixes[(machine, epoch)] = self._prefix(machine, epoch)
         if self._json:
-            return b"".join((prefix, str(seq).encode(), b',"readings":', body, b"}"))
-        return b"".join((prefix, msgpack.packb(seq), msgpack.packb("readings"), body))
+            return b"".join((prefix, str(seq).encode(), b',"', key.encode(), b'":', body, b"}"))
+        return b"".join((prefix, msgpack.packb(seq), msgpack.packb(key), body))
+
+    def events(self, events: Sequence[Mapping[str, Any]]) -> bytes:
+        """The encoded `events` array of an event batch (not a hot path)."""
+        if self._json:
+            return self._dumps(list(events)).encode()  # type: ignore[no-any-return]
+        return msgpack.packb(list(events), use_bin_type=True)  # type: ignore[no-any-return]
 
     def _prefix(self, machine: str, epoch: str) -> bytes:
         if self._json:

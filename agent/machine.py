@@ -6,6 +6,7 @@ A slow, dead or misbehaving device only ever delays its own task.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import zlib
 from typing import Any, Callable
@@ -13,11 +14,11 @@ from typing import Any, Callable
 from agent.backoff import Backoff
 from agent.config.loader import MachineConfig
 from agent.encoding import PayloadCodec
-from agent.model import Batch, Reading
+from agent.model import Batch, Reading, event_stream
 from agent.normalize import GroupNormalizer
 from agent.schedule import PollSchedule
 from agent.state import StateCache
-from drivers.base import COMM_FAILURE, Driver, RawSample
+from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample
 
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0
 
@@ -38,13 +39,15 @@ class MachineRunner:
         self.id = machine.id
         self._telemetry_topic = base_topic + "/telemetry"
         self._state_topic = base_topic + "/state"
+        self._event_topic = base_topic + "/event"
         self._sink, self._codec, self._state, self._log = sink, codec, state, log
         self._groups = machine.signals_by_group()
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
 
     async def run(self) -> None:
-        driver = self.machine.spec.factory(self.machine.model.connection, self._groups)
+        driver = self.machine.spec.factory(self.machine.model.connection, self._groups,
+                                           self._intervals)
         normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}
         meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
         link = _Link(driver, self._log)
@@ -61,22 +64,33 @@ class MachineRunner:
                 started, sampled_ns = loop.time(), time.time_ns()
                 meter.lateness.observe(max(0.0, started - deadline))
 
+                events: list[DeviceEvent] = []
                 if await link.ready(started):
-                    meter.requests.inc(meter.request_counts[group])
-                    samples = await driver.read(group)
-                    link.check(samples)
+                    drained = await driver.drain(group)
+                    if drained is None:
+                        meter.requests.inc(meter.request_counts[group])
+                        samples = await driver.read(group)
+                        link.check(samples)
+                        readings = normalizers[group].apply(samples)
+                    else:
+                        link.check([sample for _, sample in drained.samples])
+                        readings = normalizers[group].apply_sparse(drained.samples)
+                        events = drained.events
                 else:
                     bad = RawSample(None, time.time_ns(), "bad", COMM_FAILURE)
-                    samples = [bad] * len(self._groups[group])
+                    readings = normalizers[group].apply([bad] * len(self._groups[group]))
                 meter.link.set(1 if driver.connected else 0)
 
-                readings = normalizers[group].apply(samples)
                 if readings:
                     meter.count(readings)
                     body = self._codec.readings(readings)
                     self._sink(Batch(self.id, self._telemetry_topic, body, len(readings),
                                      sampled_ns))
                     self._state.update(self.id, self._state_topic, readings)
+                if events:
+                    records = [event_record(e) for e in events]
+                    self._sink(Batch(self.id, self._event_topic, self._codec.events(records),
+                                     len(records), sampled_ns, event_stream(self.id), "events"))
 
                 finished = loop.time()
                 meter.duration.observe(finished - started)
@@ -87,6 +101,13 @@ class MachineRunner:
         finally:
             await driver.close()
             meter.link.set(0)
+
+
+def event_record(event: DeviceEvent) -> dict[str, Any]:
+    """The wire form of one device event: its source, time and fields (JSON-safe)."""
+    fields = {name: (None if isinstance(v, float) and not math.isfinite(v) else v)
+              for name, v in event.fields.items()}
+    return {"event": event.source, "ts": event.ts_ns, "fields": fields}
 
 
 class _Link:

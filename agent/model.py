@@ -23,10 +23,20 @@ class Reading:
 
 @dataclass(slots=True)
 class Batch:
-    """One poll of one machine: its readings already encoded; seq is given at commit."""
+    """One poll of one machine: its readings already encoded; seq is given at commit.
+
+    A machine's events travel as batches too, in a stream of their own (`stream`, with its
+    own gap-free seq) under the payload field `events` instead of `readings`."""
 
     machine: str
     topic: str
-    body: bytes  # the encoded readings array
-    count: int  # readings in it
+    body: bytes  # the encoded readings (or events) array
+    count: int  # readings (or events) in it
     sampled_ns: int  # when the poll began (UTC ns): the start of its delivery latency
+    stream: str | None = None  # seq series; None: the machine's telemetry
+    key: str = "readings"  # payload field that holds `body`
+
+
+def event_stream(machine: str) -> str:
+    """The seq series of a machine's events."""
+    return f"{machine}/event"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from agent.model import BAD, GOOD, UNCERTAIN, Reading
 from drivers.base import OUT_OF_RANGE, RawSample
@@ -38,14 +38,28 @@ class GroupNormalizer:
     def apply(self, samples: Sequence[RawSample]) -> list[Reading]:
         """Readings for this poll; with a deadband, unchanged values are left out until
         their heartbeat is due. A bad sample always becomes a bad reading."""
+        if len(samples) != len(self._signals):
+            # A driver returning the wrong number of samples is a bug that must surface.
+            raise ValueError(f"{len(samples)} samples for {len(self._signals)} signals")
+        return self._apply(zip(self._signals, samples))
+
+    def apply_sparse(self, samples: Iterable[tuple[int, RawSample]]) -> list[Reading]:
+        """Like `apply`, for samples of some signals only: (signal index, sample) pairs, as a
+        subscription delivers them (several of one signal are all kept, in order)."""
+        signals = self._signals
+        return self._apply((signals[i], sample) for i, sample in samples)
+
+    @staticmethod
+    def _apply(pairs: Iterable[tuple[_Signal, RawSample]]) -> list[Reading]:
         out: list[Reading] = []
         append = out.append
-        # strict: a driver returning the wrong number of samples is a bug that must surface.
-        for sig, sample in zip(self._signals, samples, strict=True):
-            if sample.reason is not None:
-                value, quality, reason = None, (sample.quality if sample.quality != GOOD else BAD), sample.reason
+        for sig, sample in pairs:
+            reason = sample.reason
+            if reason is not None and (sample.quality != UNCERTAIN or sample.value is None):
+                value, quality = None, (sample.quality if sample.quality != GOOD else BAD)
             else:
-                value, quality, reason = sample.value, sample.quality, None
+                # Good, or uncertain with a value: the value is kept with its reason.
+                value, quality = sample.value, sample.quality
                 kind = type(value)
                 if sig.enum is not None and kind is int:
                     label = sig.enum.get(value)  # type: ignore[arg-type]

@@ -36,6 +36,23 @@ class RawSample:
     reason: str | None = None
 
 
+@dataclass(slots=True)
+class DeviceEvent:
+    """One event a device reported on its own (an alarm, a finished cycle), with its fields."""
+
+    source: str  # the configured event source it came from
+    ts_ns: int
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Drained:
+    """What arrived from the device by itself since the last poll of a push group."""
+
+    samples: list[tuple[int, RawSample]]  # (signal index within the group, sample), in order
+    events: list[DeviceEvent]
+
+
 class Driver(Protocol):
     """What the agent's scheduler calls. One instance per machine, one connection."""
 
@@ -54,8 +71,17 @@ class Driver(Protocol):
     def request_count(self, group: str) -> int:
         """Requests one poll of `group` costs (for metrics and benchmarks)."""
 
+    async def drain(self, group: str) -> Drained | None:
+        """For a push group (values the device sends by itself): what arrived since the last
+        call. None for a polled group, which the agent reads with `read` instead."""
 
-DriverFactory = Callable[[Any, Mapping[str, Sequence[Any]]], Driver]
+
+# (connection, signals by poll group, poll interval in seconds by group) -> driver
+DriverFactory = Callable[[Any, Mapping[str, Sequence[Any]], Mapping[str, float]], Driver]
+# Cross-field checks of one machine at load time: (connection, signals, poll groups) ->
+# [(location inside the machine file, message)], e.g. (("signals", 3, "mode"), "...").
+MachineCheck = Callable[[Any, Sequence[Any], Mapping[str, float]],
+                        list[tuple[tuple[str | int, ...], str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +96,4 @@ class DriverSpec:
     connection_model: type[BaseModel]
     signal_model: type[BaseModel]
     factory: DriverFactory
+    check: MachineCheck | None = None

@@ -1,4 +1,4 @@
-"""Config value types shared by every driver and the agent: durations and byte sizes.
+"""Config value types shared by every driver and the agent: durations, byte sizes, paths.
 
 They live on the drivers side because the import arrow runs agent -> drivers only.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema
 
 _DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -88,3 +89,18 @@ ByteSize = Annotated[
     }),
 ]
 """Bytes as an int; config accepts `512MiB`, `1GiB`, `64kB` or a number of bytes."""
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    # Relative to the config file that names it (the loader passes its folder), so a
+    # machine file and its certificates can move together.
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path)
+
+
+FilePath = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path),
+                     WithJsonSchema({"type": "string", "description": "file or folder; "
+                                     "relative to the config file"})]

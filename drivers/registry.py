@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from drivers.base import DriverSpec
 from drivers.modbus.driver import MODBUS_TCP
+from drivers.opcua.spec import OPCUA
 
-DRIVERS: dict[str, DriverSpec] = {spec.protocol: spec for spec in (MODBUS_TCP,)}
+DRIVERS: dict[str, DriverSpec] = {spec.protocol: spec for spec in (MODBUS_TCP, OPCUA)}

@@ -277,7 +277,7 @@ async def test_example_press_config_against_the_press_simulator() -> None:
     groups = press.signals_by_group()
     async with serve(PressDevice(PressConfig(spm=30, seed=1))) as server:
         conn = press.model.connection.model_copy(update={"port": server.port})
-        driver = press.spec.factory(conn, groups)
+        driver = press.spec.factory(conn, groups, {})
         await driver.connect()
         try:
             before = server.request_count

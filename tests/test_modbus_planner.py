@@ -395,7 +395,7 @@ def test_example_press_config_needs_few_requests() -> None:
     assert slow.size == len(groups["slow"])
     assert len(fast.blocks) <= 2
     assert len(slow.blocks) <= 3
-    driver = press.spec.factory(conn, groups)
+    driver = press.spec.factory(conn, groups, {})
     assert driver.request_count("fast") == len(fast.blocks)
     assert driver.request_count("slow") == len(slow.blocks)
     # every planned block respects the request limits

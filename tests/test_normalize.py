@@ -126,12 +126,15 @@ def test_bad_samples_become_bad_readings_with_reason(reason: str) -> None:
 
 def test_bad_sample_keeps_its_value_out_and_its_quality() -> None:
     n = GroupNormalizer([sig("a.b"), sig("a.c")])
-    # A sample with a reason is never reported with a value, even if the driver left one in.
+    # A bad sample is never reported with a value, even if the driver left one in; an
+    # uncertain one keeps its value (OPC UA's UncertainLastUsableValue and the like).
     samples = [RawSample(17, T0, BAD, "malformed_reply"),
                RawSample(3.5, T0, UNCERTAIN, "stale")]
     r1, r2 = n.apply(samples)
     assert (r1.value, r1.quality, r1.reason) == (None, BAD, "malformed_reply")
-    assert (r2.value, r2.quality, r2.reason) == (None, UNCERTAIN, "stale")
+    assert (r2.value, r2.quality, r2.reason) == (3.5, UNCERTAIN, "stale")
+    [r3] = GroupNormalizer([sig("a.e")]).apply([RawSample(None, T0, UNCERTAIN, "stale")])
+    assert (r3.value, r3.quality, r3.reason) == (None, UNCERTAIN, "stale")
     # A reason with quality 'good' makes no sense: it is reported as bad.
     [r] = GroupNormalizer([sig("a.d")]).apply([RawSample(None, T0, GOOD, TIMEOUT)])
     assert (r.value, r.quality, r.reason) == (None, BAD, TIMEOUT)

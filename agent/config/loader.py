@@ -140,9 +140,11 @@ def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | N
 
 
 def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
-              errors: list[ConfigError], data: Any = None) -> Any:
+              errors: list[ConfigError], data: Any = None, base_dir: Path | None = None) -> Any:
     try:
-        return model.model_validate(doc.data if data is None else data)
+        # base_dir: relative file names in a config file are relative to that file.
+        return model.model_validate(doc.data if data is None else data,
+                                    context={"base_dir": base_dir})
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
@@ -180,8 +182,11 @@ def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
     before = len(errors)
     if spec.protocol not in models:
         models[spec.protocol] = machine_model(spec)
-    model = _validate(doc, rel, models[spec.protocol], errors)
+    model = _validate(doc, rel, models[spec.protocol], errors, base_dir=path.parent)
     _check_signals(data, doc, rel, errors)
+    if model is not None and spec.check is not None and len(errors) == before:
+        for loc, message in spec.check(model.connection, model.signals, model.poll):
+            errors.append(ConfigError(rel, doc.line_of(loc), _field_path(loc), message))
     if model is None or len(errors) > before:
         return None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,10 +10,29 @@ from drivers.base import DriverSpec
 
 def full_schema(drivers: Mapping[str, DriverSpec]) -> dict[str, Any]:
     """{"agent": <schema of agent.yaml>, "machine": <schema of machines.d/*.yaml>}."""
-    machines = [machine_model(spec).model_json_schema() for _, spec in sorted(drivers.items())]
-    machine = machines[0] if len(machines) == 1 else {"oneOf": machines}
+    machine = _machine_schema([machine_model(spec) for _, spec in sorted(drivers.items())])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "agent": {**AgentFile.model_json_schema(), "title": "edge-agent agent.yaml"},
         "machine": {**machine, "title": "edge-agent machine file"},
     }
+
+
+def _machine_schema(models: list[Any]) -> dict[str, Any]:
+    """One self-contained schema: every protocol's machine model in `$defs`, the whole file
+    `oneOf` them, and `connection` / `signals` spelled out so editors complete them."""
+    defs: dict[str, Any] = {}
+    refs = []
+    for model in models:
+        schema = model.model_json_schema()
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        refs.append({"$ref": f"#/$defs/{model.__name__}"})
+    first = defs[models[0].__name__]
+    properties = dict(first["properties"])
+    properties["connection"] = {"oneOf": [defs[m.__name__]["properties"]["connection"] for m in models]}
+    properties["signals"] = {"type": "array", "minItems": 1, "items": {"oneOf": [
+        defs[m.__name__]["properties"]["signals"]["items"] for m in models]}}
+    return {"type": "object", "properties": properties, "required": first["required"],
+            "additionalProperties": False,
+            "oneOf": refs, "$defs": defs}

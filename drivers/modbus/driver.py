@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 
-from drivers.base import COMM_FAILURE, MALFORMED_REPLY, TIMEOUT, DriverSpec, RawSample
+from drivers.base import (COMM_FAILURE, MALFORMED_REPLY, TIMEOUT, Drained, DriverSpec,
+                          RawSample)
 from drivers.modbus.codec import BlockCodec, MalformedReply, point_codec
 from drivers.modbus.config import ModbusSignalFields, ModbusTcpConnection
 from drivers.modbus.planner import Block, PlanPoint, plan_reads
@@ -60,6 +61,9 @@ class ModbusTcpDriver:
     def request_count(self, group: str) -> int:
         return len(self._plans[group].blocks)
 
+    async def drain(self, group: str) -> Drained | None:
+        return None  # Modbus devices never send by themselves: every group is polled
+
     async def read(self, group: str) -> list[RawSample]:
         plan = self._plans[group]
         samples: list[RawSample | None] = [None] * plan.size
@@ -88,8 +92,8 @@ class ModbusTcpDriver:
         return samples  # type: ignore[return-value]
 
 
-def _build(conn: ModbusTcpConnection,
-           groups: Mapping[str, Sequence[ModbusSignalFields]]) -> ModbusTcpDriver:
+def _build(conn: ModbusTcpConnection, groups: Mapping[str, Sequence[ModbusSignalFields]],
+           intervals: Mapping[str, float]) -> ModbusTcpDriver:
     return ModbusTcpDriver(conn, groups)
 
 

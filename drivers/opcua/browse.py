@@ -1,0 +1,91 @@
+"""`edge-agent browse`: print a server's address space as a tree, for commissioning.
+
+Each line: browse name, NodeId (with its namespace URI, the form a machine file should
+use), node class, and for variables the data type and current value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from asyncua import ua
+
+from drivers.opcua.codec import ValueCodec
+from drivers.opcua.config import OpcUaConnection
+from drivers.opcua.resolve import Unresolved
+from drivers.opcua.session import Session
+
+_HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+_MAX_CHILDREN = 500  # per node: a tree is for reading, not for dumping a whole historian
+
+
+async def browse(conn: OpcUaConnection, path: str, depth: int, emit: Callable[[str], None]) -> int:
+    """Walk from `path` (browse path or NodeId) down `depth` levels; returns nodes printed."""
+    session = Session(conn)
+    await session.open()
+    try:
+        assert session.resolver is not None
+        start = (await session.resolver.resolve([path]))[0]
+        if isinstance(start, Unresolved):
+            raise ConnectionError(str(start))
+        namespaces = await session.client.get_namespace_array()  # type: ignore[union-attr]
+        walker = _Walker(session.uaclient, namespaces, emit)
+        await walker.walk(start, path.rsplit("/", 1)[-1] or "Root", depth, "")
+        return walker.count
+    finally:
+        await session.close()
+
+
+class _Walker:
+    def __init__(self, uaclient: Any, namespaces: list[str], emit: Callable[[str], None]) -> None:
+        self._ua, self._ns, self._emit = uaclient, namespaces, emit
+        self._codec = ValueCodec(max_array=8)
+        self.count = 0
+
+    def node_text(self, node: ua.NodeId) -> str:
+        text = node.to_string()
+        if node.NamespaceIndex and node.NamespaceIndex < len(self._ns):
+            text = f"nsu={self._ns[node.NamespaceIndex]};" + text.split(";", 1)[1]
+        return text
+
+    async def walk(self, node: ua.NodeId, name: str, depth: int, indent: str) -> None:
+        attrs = await self._ua.read_attributes([node], ua.AttributeIds.NodeClass)
+        node_class = attrs[0].Value.Value if attrs[0].StatusCode.is_good() else None
+        await self._line(node, name, node_class, indent)
+        if depth <= 0:
+            return
+        children = await self._children(node)
+        for i, (child, child_name) in enumerate(children[:_MAX_CHILDREN]):
+            last = i == len(children) - 1
+            await self.walk(child, child_name, depth - 1, indent + ("   " if last else "│  "))
+        if len(children) > _MAX_CHILDREN:
+            self._emit(f"{indent}   … {len(children) - _MAX_CHILDREN} more")
+
+    async def _children(self, node: ua.NodeId) -> list[tuple[ua.NodeId, str]]:
+        desc = ua.BrowseDescription(NodeId=node, BrowseDirection=ua.BrowseDirection.Forward,
+                                    ReferenceTypeId=_HIERARCHICAL, IncludeSubtypes=True,
+                                    NodeClassMask=0, ResultMask=63)
+        results = await self._ua.browse(ua.BrowseParameters(NodesToBrowse=[desc]))
+        out = []
+        for ref in results[0].References if results else []:
+            target = ref.NodeId
+            qn = ref.BrowseName
+            name = qn.Name if not qn.NamespaceIndex else f"{qn.NamespaceIndex}:{qn.Name}"
+            out.append((ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType), name))
+        return out
+
+    async def _line(self, node: ua.NodeId, name: str, node_class: Any, indent: str) -> None:
+        self.count += 1
+        kind = ua.NodeClass(node_class).name if node_class is not None else "?"
+        text = f"{indent}{name}  ({self.node_text(node)})  {kind}"
+        if node_class == ua.NodeClass.Variable:
+            values = await self._ua.read_attributes([node], ua.AttributeIds.Value)
+            types = await self._ua.read_attributes([node], ua.AttributeIds.DataType)
+            dtype = types[0].Value.Value if types[0].StatusCode.is_good() else None
+            type_name = ua.ObjectIdNames.get(dtype.Identifier, dtype.to_string()) \
+                if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else \
+                (dtype.to_string() if isinstance(dtype, ua.NodeId) else "?")
+            sample = self._codec.sample(values[0], 0)
+            value = sample.reason if sample.reason and sample.value is None else repr(sample.value)
+            text += f"  {type_name} = {value}"
+        self._emit(text)

@@ -1,0 +1,281 @@
+"""OPC UA driver: read groups (chunked Read calls) and push groups (subscriptions, events).
+
+Each poll group has one acquisition mode. A read group is read on its interval in chunks of
+the server's MaxNodesPerRead, so one huge group never holds the event loop for long. A push
+group is one subscription whose publishing interval is the group's interval; the agent
+drains it on that interval. Every reference is resolved once per session, so a restarted
+server with renumbered namespaces is handled like any other reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from asyncua import ua
+
+from drivers.base import COMM_FAILURE, TIMEOUT, Drained, RawSample
+from drivers.opcua.codec import ValueCodec, status_name
+from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields, event_groups
+from drivers.opcua.resolve import Unresolved
+from drivers.opcua.session import Session
+from drivers.opcua.subscription import (STANDARD_FIELDS, SUBSCRIPTION_LOST, EventPlan,
+                                        GroupSubscription, ItemPlan, event_filter)
+
+log = logging.getLogger("edge_agent.opcua")
+
+UNRESOLVED = "node_unresolved"
+SUBSCRIPTION_STALLED = "subscription_stalled"
+PUSH_BOUND_MIN = 10_000  # pending samples per push group before the oldest are dropped
+
+
+@dataclass(slots=True)
+class _Point:
+    index: int
+    signal: OpcUaSignalFields
+    node: ua.NodeId | None = None
+    codec: ValueCodec | None = None
+    problem: str | None = None  # why it has no node on this session
+
+
+class OpcUaDriver:
+    """One machine over OPC UA. Never raises for device trouble: bad samples instead."""
+
+    def __init__(self, conn: OpcUaConnection, groups: Mapping[str, Sequence[OpcUaSignalFields]],
+                 intervals: Mapping[str, float]) -> None:
+        self._conn = conn
+        self._session = Session(conn)
+        self._intervals = dict(intervals)
+        self._points = {g: [_Point(i, s) for i, s in enumerate(sigs)] for g, sigs in groups.items()}
+        self._push = {g for g, sigs in groups.items()
+                      if any(s.resolved_mode(conn) != "read" for s in sigs)}
+        all_signals = [s for sigs in groups.values() for s in sigs]
+        self._event_group = event_groups(conn, all_signals, list(groups) or list(intervals))
+        self._push |= {g for g in self._event_group.values() if g in groups}
+        self._subs: dict[str, GroupSubscription] = {}
+        self.rebuilds = 0  # subscriptions rebuilt after going silent (for tests and metrics)
+
+    # -- Driver protocol --------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._session.connected
+
+    async def connect(self) -> None:
+        await self._session.open()
+        try:
+            async with asyncio.timeout(self._conn.timeout * 4):
+                await self._prepare()
+        except (ConnectionError, TimeoutError):
+            await self.close()
+            raise
+        except (OSError, ua.UaError) as exc:
+            await self.close()
+            raise ConnectionError(f"preparing the session failed: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        self._subs.clear()
+        await self._session.close()
+
+    def request_count(self, group: str) -> int:
+        if group in self._push:
+            return 0
+        return -(-len(self._points[group]) // max(1, self._session.read_chunk))
+
+    async def read(self, group: str) -> list[RawSample]:
+        points = self._points[group]
+        samples: list[RawSample] = [RawSample(None, 0)] * len(points)
+        chunk = max(1, self._session.read_chunk)
+        for begin in range(0, len(points), chunk):
+            part = points[begin:begin + chunk]
+            readable = [p for p in part if p.node is not None]
+            now_ns = time.time_ns()
+            for p in part:
+                if p.node is None:
+                    samples[p.index] = RawSample(None, now_ns, "bad", p.problem or UNRESOLVED)
+            if not readable:
+                continue
+            failure = None
+            if not self._session.connected:
+                failure = COMM_FAILURE
+            else:
+                try:
+                    params = ua.ReadParameters(
+                        MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                        NodesToRead=[ua.ReadValueId(NodeId=p.node, AttributeId=ua.AttributeIds.Value)
+                                     for p in readable])
+                    async with asyncio.timeout(self._conn.timeout):
+                        values = await self._session.uaclient.read(params)
+                    now_ns = time.time_ns()
+                    if len(values) != len(readable):
+                        failure = "malformed_reply"
+                    else:
+                        for p, dv in zip(readable, values):
+                            samples[p.index] = p.codec.sample(dv, now_ns)  # type: ignore[union-attr]
+                        continue
+                except TimeoutError:
+                    failure = TIMEOUT
+                    self._session.mark_lost("read timed out")
+                except ua.UaStatusCodeError as exc:
+                    failure = status_name(exc.code) if hasattr(exc, "code") else COMM_FAILURE
+                except (ConnectionError, OSError, ua.UaError):
+                    failure = COMM_FAILURE
+                    self._session.mark_lost("read failed")
+            bad = RawSample(None, time.time_ns(), "bad", failure)
+            for p in readable:
+                samples[p.index] = bad
+        return samples
+
+    async def drain(self, group: str) -> Drained | None:
+        if group not in self._push:
+            return None
+        sub = self._subs.get(group)
+        now_ns = time.time_ns()
+        if sub is not None and self._session.connected:
+            silence = sub.silent_for(time.monotonic())
+            if silence is not None or sub.subscription_id is None:
+                await self._rebuild(group, sub, silence)
+        drained = sub.take() if sub is not None else Drained([], [])
+        # Points that cannot be monitored on this session: bad every interval, not silent.
+        for p in self._points[group]:
+            if p.problem is not None:
+                drained.samples.append((p.index, RawSample(None, now_ns, "bad", p.problem)))
+        if sub is not None:
+            drained.samples.extend((i, RawSample(None, now_ns, "bad", r)) for i, r in sub.refused)
+        return drained
+
+    # -- session preparation ---------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        resolver = self._session.resolver
+        assert resolver is not None
+        points = [p for pts in self._points.values() for p in pts if p.signal.mode != "event"]
+        refs = [p.signal.node or p.signal.path or "" for p in points]
+        try:
+            nodes = await resolver.resolve(refs, self._conn.root)
+        except Unresolved as exc:
+            nodes = [Unresolved(f"root: {exc}")] * len(points)
+        for p, node in zip(points, nodes):
+            if isinstance(node, Unresolved):
+                p.node, p.problem = None, UNRESOLVED
+                log.warning("node not resolved: %s", node)
+            else:
+                p.node, p.problem = node, None
+            p.codec = ValueCodec(p.signal.index, p.signal.max_array)
+        await self._load_enum_names([p for p in points if p.signal.value_as == "name" and p.node])
+        self._subs = {}
+        for group in sorted(self._push):
+            sub = await self._subscription(group)
+            self._subs[group] = sub
+            await sub.create(self._session.uaclient)
+
+    async def _load_enum_names(self, points: list[_Point]) -> None:
+        """Enumeration names from the server (EnumStrings or EnumValues of the DataType)."""
+        if not points:
+            return
+        uaclient = self._session.uaclient
+        types = await uaclient.read_attributes([p.node for p in points], ua.AttributeIds.DataType)
+        for p, dv in zip(points, types):
+            names = None
+            if dv.StatusCode.is_good() and isinstance(dv.Value.Value, ua.NodeId):
+                names = await _enum_names(uaclient, dv.Value.Value)
+            if names is None:
+                p.problem = "enum_names_unavailable"
+            else:
+                p.codec = ValueCodec(p.signal.index, p.signal.max_array, names)
+
+    async def _subscription(self, group: str) -> GroupSubscription:
+        resolver = self._session.resolver
+        assert resolver is not None
+        publishing_ms = self._intervals.get(group, 1.0) * 1000
+        items = [
+            ItemPlan(p.index, p.node, p.codec,  # type: ignore[arg-type]
+                     publishing_ms if p.signal.sampling_interval is None
+                     else p.signal.sampling_interval * 1000,
+                     p.signal.queue_size,
+                     None if p.signal.server_deadband is None else (
+                         ("absolute", p.signal.server_deadband.absolute)
+                         if p.signal.server_deadband.absolute is not None
+                         else ("percent", p.signal.server_deadband.percent)))
+            for p in self._points[group] if p.signal.mode != "event" and p.node is not None
+        ]
+        events = []
+        for name, source in self._conn.events.items():
+            if self._event_group.get(name) != group:
+                continue
+            mapped = [p for p in self._points[group] if p.signal.event == name]
+            try:
+                events.append(await self._event_plan(name, source, mapped))
+            except Unresolved as exc:
+                log.warning("event source %s not resolved: %s", name, exc)
+                for p in mapped:
+                    p.problem = UNRESOLVED
+        queue = sum(i.queue_size for i in items) + sum(e.queue_size for e in events)
+        return GroupSubscription(publishing_ms, self._conn.keepalive_count,
+                                 self._conn.lifetime_count, items, events,
+                                 max(PUSH_BOUND_MIN, 20 * queue))
+
+    async def _event_plan(self, name: str, source: Any, mapped: list[_Point]) -> EventPlan:
+        resolver = self._session.resolver
+        assert resolver is not None
+        refs = [source.notifier] + ([source.type] if source.type else [])
+        resolved = await resolver.resolve(refs, self._conn.root)
+        for ref, node in zip(refs, resolved):
+            if isinstance(node, Unresolved):
+                raise node
+        notifier, of_type = resolved[0], (resolved[1] if source.type else None)
+        names = list(STANDARD_FIELDS)
+        for text in [*source.fields, *(p.signal.field for p in mapped)]:
+            if text not in names:
+                names.append(text)
+        select = [resolver.event_field(text) for text in names]
+        where = [(resolver.event_field(t.field), t.op, t.value) for t in source.where]
+        signal_fields = []
+        for p in mapped:
+            p.codec = ValueCodec(p.signal.index, p.signal.max_array)
+            signal_fields.append((p.index, names.index(p.signal.field), p.codec))
+            p.problem = None
+        return EventPlan(name, notifier, event_filter(select, where, of_type),  # type: ignore[arg-type]
+                         names, signal_fields, source.queue_size)
+
+    async def _rebuild(self, group: str, sub: GroupSubscription, silence: float | None) -> None:
+        now_ns = time.time_ns()
+        reason = SUBSCRIPTION_STALLED if silence is not None else SUBSCRIPTION_LOST
+        log.warning("subscription of group %s %s; rebuilding it", group,
+                    f"silent for {silence:.1f}s" if silence is not None else "ended by the server")
+        uaclient = self._session.uaclient
+        try:
+            await sub.delete(uaclient)
+        except Exception:  # the old one may already be gone on the server
+            pass
+        sub.lose(reason, now_ns)
+        try:
+            async with asyncio.timeout(self._conn.timeout * 2):
+                await sub.create(uaclient)
+            self.rebuilds += 1
+        except (TimeoutError, ConnectionError, OSError, ua.UaError) as exc:
+            log.warning("rebuilding the subscription failed: %s; reconnecting", exc)
+            self._session.mark_lost("subscription could not be rebuilt")
+
+
+async def _enum_names(uaclient: Any, datatype: ua.NodeId) -> dict[int, str] | None:
+    from drivers.opcua.resolve import relative_path
+    for prop in ("EnumStrings", "EnumValues"):
+        result = (await uaclient.translate_browsepaths_to_nodeids([ua.BrowsePath(
+            StartingNode=datatype, RelativePath=relative_path([ua.QualifiedName(prop, 0)]))]))[0]
+        if not result.StatusCode.is_good() or not result.Targets:
+            continue
+        target = result.Targets[0].TargetId
+        node = ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType)
+        dv = (await uaclient.read_attributes([node], ua.AttributeIds.Value))[0]
+        value = dv.Value.Value if dv.StatusCode.is_good() else None
+        if not isinstance(value, list):
+            continue
+        if prop == "EnumStrings":
+            return {i: text.Text for i, text in enumerate(value)}
+        return {int(v.Value): v.DisplayName.Text for v in value}
+    return None
+

@@ -1,0 +1,18 @@
+"""The OPC UA plug-in. asyncua is imported only when a machine actually uses OPC UA, so
+validating or running Modbus-only configs does not pay for it."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from drivers.base import Driver, DriverSpec
+from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields, check_machine
+
+
+def _build(conn: OpcUaConnection, groups: Mapping[str, Sequence[OpcUaSignalFields]],
+           intervals: Mapping[str, float]) -> Driver:
+    from drivers.opcua.driver import OpcUaDriver
+    return OpcUaDriver(conn, groups, intervals)
+
+
+OPCUA = DriverSpec("opcua", OpcUaConnection, OpcUaSignalFields, _build, check_machine)

@@ -1,7 +1,9 @@
-"""`edge-agent demo`: press simulator + local mosquitto + agent + live readings, one command."""
+"""`edge-agent demo`: simulators (press, CNC, injection moulding) + local mosquitto + agent +
+live readings, one command."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,8 +28,18 @@ def examples_dir() -> Path:
         if (candidate / "agent.yaml").is_file():
             return candidate
     raise FileNotFoundError("the example config folder is not installed")
+
+
 KEY_SIGNALS = ("machine.execution.code", "cycle.count", "press.crank_angle",
-               "press.force.total_peak", "motor.current")
+               "press.force.total_peak", "motor.current", "program.name",
+               "spindle.speed.actual", "part_count.good", "cycle.time", "imm.cushion",
+               "imm.injection_pressure.peak", "temperature.barrel.zone1")
+# (simulator module, machine file, text of the example's address, faster clock for a demo)
+SIMULATORS = (
+    ("simulators.press", "press.yaml", "port: 5020", []),
+    ("simulators.cnc", "cnc.yaml", "127.0.0.1:4840", ["--time-scale", "4"]),
+    ("simulators.injection", "injection.yaml", "127.0.0.1:4841", ["--time-scale", "3"]),
+)
 
 
 def _format(batch: dict[str, Any]) -> str:
@@ -53,7 +65,7 @@ def run_demo(duration: float | None) -> int:
               file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
-    broker_port, press_port = free_port(), free_port()
+    broker_port = free_port()
     (work / "mosquitto.conf").write_text(
         f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
     config = work / "config"
@@ -63,8 +75,12 @@ def run_demo(duration: float | None) -> int:
                           .replace("127.0.0.1:1883", f"127.0.0.1:{broker_port}")
                           .replace('listen: "127.0.0.1:9108"', "listen: null")
                           .replace("format: auto", "format: json"))
-    press_yaml = config / "machines.d" / "press.yaml"
-    press_yaml.write_text(press_yaml.read_text().replace("port: 5020", f"port: {press_port}"))
+    sim_ports = {}
+    for module, machine_file, address, _ in SIMULATORS:
+        port = sim_ports[module] = free_port()
+        path = config / "machines.d" / machine_file
+        new = f"port: {port}" if address.startswith("port") else f"127.0.0.1:{port}"
+        path.write_text(path.read_text().replace(address, new))
 
     procs: list[subprocess.Popen[bytes]] = []
     received = {"batches": 0, "readings": 0, "bad": 0}
@@ -74,35 +90,49 @@ def run_demo(duration: float | None) -> int:
         procs.append(subprocess.Popen([broker_bin, "-c", str(work / "mosquitto.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(broker_port, procs[-1], "mosquitto")
-        procs.append(subprocess.Popen([sys.executable, "-m", "simulators.press", "--host",
-                                       "127.0.0.1", "--port", str(press_port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(press_port, procs[-1], "press simulator")
+        for module, _, _, extra in SIMULATORS:
+            procs.append(subprocess.Popen([sys.executable, "-m", module, "--port",
+                                           str(sim_ports[module]), *extra],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for (module, _, _, _), proc in zip(SIMULATORS, procs[1:]):
+            wait_port(sim_ports[module], proc, module, timeout=30)
         agent_log = open(work / "agent.log", "wb")
         procs.append(subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
                                        "--state-dir", str(work / "state")],
                                       stdout=agent_log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"}))
 
+        last_shown: dict[str, float] = {}
+
         def on_message(c: Any, u: Any, msg: Any) -> None:
             try:
                 batch = decode(msg.payload)
             except ValueError:
                 return
+            if "events" in batch:
+                for event in batch["events"]:
+                    print(time.strftime("%H:%M:%S"), f"{batch['machine']} event {event['event']}:",
+                          json.dumps(event["fields"], default=str)[:160], flush=True)
+                return
             with lock:
                 received["batches"] += 1
                 received["readings"] += len(batch["readings"])
                 received["bad"] += sum(r["quality"] != "good" for r in batch["readings"])
-                show = received["batches"] % 10 == 1  # the press polls at 10 Hz; print 1 Hz
+                now = time.monotonic()
+                show = now - last_shown.get(batch["machine"], 0.0) >= 1.0  # 1 line/s/machine
+                if show:
+                    last_shown[batch["machine"]] = now
             if show:
                 print(time.strftime("%H:%M:%S"), _format(batch), flush=True)
 
         client.on_message = on_message
-        client.on_connect = lambda c, u, f, rc, p: c.subscribe("factory/+/+/+/+/telemetry", qos=1)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [("factory/+/+/+/+/telemetry", 1), ("factory/+/+/+/+/event", 1)])
         client.connect("127.0.0.1", broker_port)
         client.loop_start()
-        print(f"demo: press simulator on 127.0.0.1:{press_port}, mosquitto on "
-              f"127.0.0.1:{broker_port}, agent state in {work}; Ctrl-C to stop", flush=True)
+        sims = ", ".join(f"{m.rsplit('.', 1)[1]} on 127.0.0.1:{p}" for m, p in sim_ports.items())
+        print(f"demo: simulators {sims}; mosquitto on 127.0.0.1:{broker_port}; agent state in "
+              f"{work}; Ctrl-C to stop", flush=True)
         started = time.monotonic()
         try:
             while duration is None or time.monotonic() - started < duration:

@@ -10,10 +10,8 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,63 +26,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.encoding import decode  # noqa: E402
-from agent.local_processes import free_port, terminate  # noqa: E402
-from drivers.config_types import parse_duration  # noqa: E402
+from _common import (
+    cpu_seconds,
+    histogram_quantile,
+    metric_sum,
+    percentile,
+    port_free,
+    rss_mb,
+)
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from agent.encoding import decode
+from agent.local_processes import free_port, terminate
+from drivers.config_types import parse_duration
+
 # Registers of the press simulator's map that hold plain 16-bit values (hr:0..63 is mapped).
 REGISTERS = 64
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _buckets(text: str, name: str) -> dict[float, float]:
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
-    return buckets
-
-
-def histogram_quantile(after: str, name: str, q: float, before: str = "") -> float:
-    """Quantile of a Prometheus histogram (summed over labels; the part observed between
-    the `before` and `after` scrapes), linear within a bucket."""
-    start = _buckets(before, name)
-    buckets = {b: n - start.get(b, 0.0) for b, n in _buckets(after, name).items()}
-    if not buckets:
-        return float("nan")
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]]
-    target, prev_bound, prev_count = q * total, 0.0, 0.0
-    for bound in bounds:
-        if buckets[bound] >= target:
-            if bound == float("inf"):
-                return prev_bound
-            span = buckets[bound] - prev_count
-            frac = (target - prev_count) / span if span else 0.0
-            return prev_bound + frac * (bound - prev_bound)
-        prev_bound, prev_count = bound, buckets[bound]
-    return bounds[-1]
 
 
 def machine_file(index: int, port: int, signals: int, interval: str) -> str:
@@ -109,7 +65,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))
     broker_port, metrics_port, first_port = free_port(), free_port(), free_port()
-    while any(not _port_free(first_port + i) for i in range(args.machines)):
+    while any(not port_free(first_port + i) for i in range(args.machines)):
         first_port = free_port()
     (work / "mosquitto.conf").write_text(
         f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
@@ -191,11 +147,11 @@ def main() -> int:
     readings = sum(n for _, n, _ in received)
     latencies = [(arrival - ts) / 1e6 for arrival, _, ts in received]
     cpu = cpu1 - cpu0
-    polls_delta = _metric_sum(after_metrics, "edge_agent_polls_total") - _metric_sum(
+    polls_delta = metric_sum(after_metrics, "edge_agent_polls_total") - metric_sum(
         before_metrics, "edge_agent_polls_total")
-    overruns = _metric_sum(after_metrics, "edge_agent_poll_overruns_total") - _metric_sum(
+    overruns = metric_sum(after_metrics, "edge_agent_poll_overruns_total") - metric_sum(
         before_metrics, "edge_agent_poll_overruns_total")
-    requests_delta = _metric_sum(after_metrics, "edge_agent_device_requests_total") - _metric_sum(
+    requests_delta = metric_sum(after_metrics, "edge_agent_device_requests_total") - metric_sum(
         before_metrics, "edge_agent_device_requests_total")
     requests_per_poll = requests_delta / max(polls_delta, 1)
     print(f"workload            {args.machines} machines x {args.signals} signals every "
@@ -223,20 +179,6 @@ def main() -> int:
     print(f"agent RSS           {max(rss_samples):.1f} MB max, {rss_samples[-1]:.1f} MB at end")
     shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _metric_sum(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from asyncua import ua
 
 from drivers.opcua.codec import ValueCodec
+from drivers.opcua.addressing import is_node_id, parse_browse_path
 from drivers.opcua.config import OpcUaConnection
 from drivers.opcua.resolve import Unresolved
 from drivers.opcua.session import Session
@@ -25,11 +26,14 @@ async def browse(conn: OpcUaConnection, path: str, depth: int, emit: Callable[[s
     await session.open()
     try:
         assert session.resolver is not None
-        start = (await session.resolver.resolve([path]))[0]
-        if isinstance(start, Unresolved):
-            raise ConnectionError(str(start))
         namespaces = await session.client.get_namespace_array()  # type: ignore[union-attr]
         walker = _Walker(session.uaclient, namespaces, emit)
+        if is_node_id(path):
+            start = (await session.resolver.resolve([path]))[0]
+            if isinstance(start, Unresolved):
+                raise ConnectionError(str(start))
+        else:
+            start = await walker.find(path)
         await walker.walk(start, path.rsplit("/", 1)[-1] or "Root", depth, "")
         return walker.count
     finally:
@@ -48,18 +52,35 @@ class _Walker:
             text = f"nsu={self._ns[node.NamespaceIndex]};" + text.split(";", 1)[1]
         return text
 
-    async def walk(self, node: ua.NodeId, name: str, depth: int, indent: str) -> None:
+    async def find(self, path: str) -> ua.NodeId:
+        """Follow a browse path by names; a step without a namespace prefix matches a child
+        of that name in any namespace (commissioning: the namespaces are not known yet)."""
+        node = ua.NodeId(ua.ObjectIds.RootFolder)
+        for step in parse_browse_path(path, relative=False).steps:
+            matches = [(child, name) for child, name in await self._children(node)
+                       if name.rsplit(":", 1)[-1] == step.name
+                       and (step.alias is None or name == f"{step.alias}:{step.name}"
+                            or (step.alias == "0" and ":" not in name))]
+            if not matches:
+                raise ConnectionError(f"{path!r}: no child {step.name!r} under {self.node_text(node)}")
+            node = matches[0][0]
+        return node
+
+    async def walk(self, node: ua.NodeId, name: str, depth: int, prefix: str,
+                   connector: str = "") -> None:
         attrs = await self._ua.read_attributes([node], ua.AttributeIds.NodeClass)
         node_class = attrs[0].Value.Value if attrs[0].StatusCode.is_good() else None
-        await self._line(node, name, node_class, indent)
+        await self._line(node, name, node_class, prefix + connector)
         if depth <= 0:
             return
         children = await self._children(node)
-        for i, (child, child_name) in enumerate(children[:_MAX_CHILDREN]):
-            last = i == len(children) - 1
-            await self.walk(child, child_name, depth - 1, indent + ("   " if last else "│  "))
+        shown = children[:_MAX_CHILDREN]
+        below = prefix + ("" if not connector else ("   " if connector == "└─ " else "│  "))
+        for i, (child, child_name) in enumerate(shown):
+            last = i == len(shown) - 1 and len(children) <= _MAX_CHILDREN
+            await self.walk(child, child_name, depth - 1, below, "└─ " if last else "├─ ")
         if len(children) > _MAX_CHILDREN:
-            self._emit(f"{indent}   … {len(children) - _MAX_CHILDREN} more")
+            self._emit(f"{below}└─ … {len(children) - _MAX_CHILDREN} more")
 
     async def _children(self, node: ua.NodeId) -> list[tuple[ua.NodeId, str]]:
         desc = ua.BrowseDescription(NodeId=node, BrowseDirection=ua.BrowseDirection.Forward,
@@ -84,7 +105,7 @@ class _Walker:
             dtype = types[0].Value.Value if types[0].StatusCode.is_good() else None
             type_name = ua.ObjectIdNames.get(dtype.Identifier, dtype.to_string()) \
                 if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else \
-                (dtype.to_string() if isinstance(dtype, ua.NodeId) else "?")
+                (self.node_text(dtype) if isinstance(dtype, ua.NodeId) else "?")
             sample = self._codec.sample(values[0], 0)
             value = sample.reason if sample.reason and sample.value is None else repr(sample.value)
             text += f"  {type_name} = {value}"

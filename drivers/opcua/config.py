@@ -333,15 +333,3 @@ def check_machine(conn: OpcUaConnection, signals: Sequence[Any],
                                  "an event source needs a group of its own (or of subscriptions)"))
     return problems
 
-
-def event_groups(conn: OpcUaConnection, signals: Sequence[Any],
-                 poll: Mapping[str, float] | Sequence[str]) -> dict[str, str]:
-    """Event source name -> the poll group that collects it (after `check_machine` passed)."""
-    groups = list(poll)
-    out = {name: s.poll for name, s in conn.events.items() if s.poll is not None}
-    for sig in signals:
-        if sig.event is not None:
-            out.setdefault(sig.event, sig.poll or groups[0])
-    for name in conn.events:
-        out.setdefault(name, groups[0])
-    return out

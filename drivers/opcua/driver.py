@@ -19,7 +19,7 @@ from asyncua import ua
 
 from drivers.base import COMM_FAILURE, TIMEOUT, Drained, RawSample
 from drivers.opcua.codec import ValueCodec, status_name
-from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields, event_groups
+from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.resolve import Unresolved
 from drivers.opcua.session import Session
 from drivers.opcua.subscription import (STANDARD_FIELDS, SUBSCRIPTION_LOST, EventPlan,
@@ -52,8 +52,14 @@ class OpcUaDriver:
         self._points = {g: [_Point(i, s) for i, s in enumerate(sigs)] for g, sigs in groups.items()}
         self._push = {g for g, sigs in groups.items()
                       if any(s.resolved_mode(conn) != "read" for s in sigs)}
-        all_signals = [s for sigs in groups.values() for s in sigs]
-        self._event_group = event_groups(conn, all_signals, list(groups) or list(intervals))
+        # Event source -> the group that collects it: its `poll`, else that of its signals.
+        self._event_group = {name: s.poll for name, s in conn.events.items() if s.poll}
+        for group, sigs in groups.items():
+            for sig in sigs:
+                if sig.event is not None:
+                    self._event_group.setdefault(sig.event, group)
+        for name in conn.events:
+            self._event_group.setdefault(name, next(iter(intervals)))
         self._push |= {g for g in self._event_group.values() if g in groups}
         self._subs: dict[str, GroupSubscription] = {}
         self.rebuilds = 0  # subscriptions rebuilt after going silent (for tests and metrics)

@@ -1,0 +1,73 @@
+"""Helpers shared by the benchmarks: process CPU and RSS from /proc, Prometheus text."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _buckets(text: str, name: str) -> dict[float, float]:
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def histogram_quantile(after: str, name: str, q: float, before: str = "") -> float:
+    """Quantile of a Prometheus histogram (summed over labels; the part observed between
+    the `before` and `after` scrapes), linear within a bucket."""
+    start = _buckets(before, name)
+    buckets = {b: n - start.get(b, 0.0) for b, n in _buckets(after, name).items()}
+    if not buckets:
+        return float("nan")
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    target, prev_bound, prev_count = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= target:
+            if bound == float("inf"):
+                return prev_bound
+            span = buckets[bound] - prev_count
+            frac = (target - prev_count) / span if span else 0.0
+            return prev_bound + frac * (bound - prev_bound)
+        prev_bound, prev_count = bound, buckets[bound]
+    return bounds[-1]
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False

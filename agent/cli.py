@@ -169,6 +169,7 @@ def _read(config_dir: Path, machine_id: str) -> int:
 
 def _browse(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+
     from drivers.opcua.browse import browse
     from drivers.opcua.config import OpcUaConnection
     security = {"policy": args.policy, "mode": args.mode, "certificate": args.certificate,
@@ -247,6 +248,7 @@ def _buffer_stats(config_dir: Path, state_dir: Path | None, as_json: bool) -> in
 def _dump_tasks() -> None:
     """SIGUSR1: log where every task is waiting, to diagnose a stall in the field."""
     import io
+
     from agent.logs import get_logger
     log = get_logger()
     for task in asyncio.all_tasks():

@@ -35,14 +35,14 @@ KEY_SIGNALS = ("machine.execution.code", "cycle.count", "press.crank_angle",
                "spindle.speed.actual", "part_count.good", "cycle.time", "imm.cushion",
                "imm.injection_pressure.peak", "temperature.barrel.zone1")
 # (simulator module, machine file, text of the example's address, faster clock for a demo)
-SIMULATORS = (
+SIMULATORS: tuple[tuple[str, str, str, list[str]], ...] = (
     ("simulators.press", "press.yaml", "port: 5020", []),
     ("simulators.cnc", "cnc.yaml", "127.0.0.1:4840", ["--time-scale", "4"]),
     ("simulators.injection", "injection.yaml", "127.0.0.1:4841", ["--time-scale", "3"]),
 )
 
 
-def _format(batch: dict[str, Any]) -> str:
+def _format(batch: dict[str, Any]) -> str | None:
     values = {r["signal"]: r for r in batch["readings"]}
     parts = []
     for name in KEY_SIGNALS:
@@ -53,6 +53,8 @@ def _format(batch: dict[str, Any]) -> str:
         shown = f"{value:.1f}" if isinstance(value, float) else str(value)
         parts.append(f"{name}={shown}{r.get('unit', '') or ''}" if r["quality"] == "good"
                      else f"{name}=<{r.get('reason')}>")
+    if not parts:
+        return None
     return f"{batch['machine']} seq={batch['seq']:<6} " + "  ".join(parts)
 
 
@@ -119,11 +121,12 @@ def run_demo(duration: float | None) -> int:
                 received["readings"] += len(batch["readings"])
                 received["bad"] += sum(r["quality"] != "good" for r in batch["readings"])
                 now = time.monotonic()
-                show = now - last_shown.get(batch["machine"], 0.0) >= 1.0  # 1 line/s/machine
+                line = _format(batch)
+                show = line is not None and now - last_shown.get(batch["machine"], 0.0) >= 1.0
                 if show:
-                    last_shown[batch["machine"]] = now
+                    last_shown[batch["machine"]] = now  # one line per second per machine
             if show:
-                print(time.strftime("%H:%M:%S"), _format(batch), flush=True)
+                print(time.strftime("%H:%M:%S"), line, flush=True)
 
         client.on_message = on_message
         client.on_connect = lambda c, u, f, rc, p: c.subscribe(

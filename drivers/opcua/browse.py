@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from asyncua import ua
 
-from drivers.opcua.codec import ValueCodec
 from drivers.opcua.addressing import is_node_id, parse_browse_path
+from drivers.opcua.codec import ValueCodec
 from drivers.opcua.config import OpcUaConnection
 from drivers.opcua.resolve import Unresolved
 from drivers.opcua.session import Session
@@ -26,8 +26,8 @@ async def browse(conn: OpcUaConnection, path: str, depth: int, emit: Callable[[s
     await session.open()
     try:
         assert session.resolver is not None
-        namespaces = await session.client.get_namespace_array()  # type: ignore[union-attr]
-        walker = _Walker(session.uaclient, namespaces, emit)
+        assert session.namespaces is not None
+        walker = _Walker(session.uaclient, session.namespaces.text, emit)
         if is_node_id(path):
             start = (await session.resolver.resolve([path]))[0]
             if isinstance(start, Unresolved):
@@ -41,16 +41,11 @@ async def browse(conn: OpcUaConnection, path: str, depth: int, emit: Callable[[s
 
 
 class _Walker:
-    def __init__(self, uaclient: Any, namespaces: list[str], emit: Callable[[str], None]) -> None:
-        self._ua, self._ns, self._emit = uaclient, namespaces, emit
+    def __init__(self, uaclient: Any, node_text: Callable[[ua.NodeId], str],
+                 emit: Callable[[str], None]) -> None:
+        self._ua, self.node_text, self._emit = uaclient, node_text, emit
         self._codec = ValueCodec(max_array=8)
         self.count = 0
-
-    def node_text(self, node: ua.NodeId) -> str:
-        text = node.to_string()
-        if node.NamespaceIndex and node.NamespaceIndex < len(self._ns):
-            text = f"nsu={self._ns[node.NamespaceIndex]};" + text.split(";", 1)[1]
-        return text
 
     async def find(self, path: str) -> ua.NodeId:
         """Follow a browse path by names; a step without a namespace prefix matches a child

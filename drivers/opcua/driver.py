@@ -22,8 +22,14 @@ from drivers.opcua.codec import ValueCodec, status_name
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.resolve import Unresolved
 from drivers.opcua.session import Session
-from drivers.opcua.subscription import (STANDARD_FIELDS, SUBSCRIPTION_LOST, EventPlan,
-                                        GroupSubscription, ItemPlan, event_filter)
+from drivers.opcua.subscription import (
+    STANDARD_FIELDS,
+    SUBSCRIPTION_LOST,
+    EventPlan,
+    GroupSubscription,
+    ItemPlan,
+    event_filter,
+)
 
 log = logging.getLogger("edge_agent.opcua")
 
@@ -220,9 +226,10 @@ class OpcUaDriver:
                 for p in mapped:
                     p.problem = UNRESOLVED
         queue = sum(i.queue_size for i in items) + sum(e.queue_size for e in events)
+        assert self._session.namespaces is not None
         return GroupSubscription(publishing_ms, self._conn.keepalive_count,
                                  self._conn.lifetime_count, items, events,
-                                 max(PUSH_BOUND_MIN, 20 * queue))
+                                 max(PUSH_BOUND_MIN, 20 * queue), self._session.namespaces.text)
 
     async def _event_plan(self, name: str, source: Any, mapped: list[_Point]) -> EventPlan:
         resolver = self._session.resolver

@@ -11,8 +11,15 @@ from typing import Mapping, Sequence
 
 from asyncua import ua
 
-from drivers.opcua.addressing import (STANDARD_ROOTS, BrowsePath, NodeRef, Step, is_node_id,
-                                      parse_browse_path, parse_node_id)
+from drivers.opcua.addressing import (
+    STANDARD_ROOTS,
+    BrowsePath,
+    NodeRef,
+    Step,
+    is_node_id,
+    parse_browse_path,
+    parse_node_id,
+)
 
 ROOT = ua.NodeId(ua.ObjectIds.RootFolder)
 BASE_EVENT_TYPE = ua.NodeId(ua.ObjectIds.BaseEventType)
@@ -33,9 +40,18 @@ class NamespaceMap:
 
     def __init__(self, namespace_array: Sequence[str], aliases: Mapping[str, str],
                  default_namespace: str | None) -> None:
+        self._array = list(namespace_array)
         self._index = {uri: i for i, uri in enumerate(namespace_array)}
         self._aliases = dict(aliases)
         self._default = default_namespace
+
+    def text(self, node: ua.NodeId) -> str:
+        """`nsu=<URI>;s=...`: the form of a NodeId that survives namespace renumbering."""
+        text = node.to_string()
+        index = node.NamespaceIndex
+        if index and index < len(self._array):
+            return f"nsu={self._array[index]};{text.split(';', 1)[1]}"
+        return text
 
     def index_of_uri(self, uri: str) -> int:
         index = self._index.get(uri)

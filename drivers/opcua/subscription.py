@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from asyncua import ua
 
@@ -59,13 +59,15 @@ class GroupSubscription:
     """The live subscription of one push group; rebuilt on a new session or when silent."""
 
     def __init__(self, publishing_ms: float, keepalive_count: int, lifetime_count: int,
-                 items: Sequence[ItemPlan], events: Sequence[EventPlan], bound: int) -> None:
+                 items: Sequence[ItemPlan], events: Sequence[EventPlan], bound: int,
+                 node_text: Callable[[ua.NodeId], str] = ua.NodeId.to_string) -> None:
         self.publishing_ms = publishing_ms
         self.keepalive_count = keepalive_count
         self.lifetime_count = max(lifetime_count, 3 * keepalive_count)
         self.items = list(items)
         self.events = list(events)
         self.bound = bound
+        self._node_text = node_text
         self.subscription_id: int | None = None
         self.last_heard = 0.0  # monotonic time of the last publish response of any kind
         self.silence_limit = 0.0
@@ -169,7 +171,8 @@ class GroupSubscription:
         record: dict[str, Any] = {}
         for name, value in zip(plan.field_names, values):
             try:
-                record[name] = _event_value(value)
+                record[name] = (self._node_text(value) if isinstance(value, ua.NodeId)
+                                else _event_value(value))
             except Exception:  # a field we cannot represent: left out, never fatal
                 record[name] = None
         self._pending.events.append(DeviceEvent(plan.source, ts_ns, record))
@@ -199,8 +202,6 @@ class GroupSubscription:
 
 
 def _event_value(value: Any) -> Any:
-    if isinstance(value, ua.NodeId):
-        return value.to_string()
     if isinstance(value, list):
         return [plain(v) for v in value[:64]]
     if isinstance(value, (bytes, bytearray)):

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--days", type=int, default=3650)
     certs.add_argument("--force", action="store_true", help="replace an existing certificate")
 
-    sub.add_parser("schema", help="print the JSON Schema of the agent and machine files")
+    schema = sub.add_parser("schema", help="print the JSON Schema of the agent and machine files")
+    schema.add_argument("part", nargs="?", choices=["agent", "machine"],
+                        help="print only this one, as a schema file an editor can use")
 
     sim = sub.add_parser("sim", help="run a device simulator")
     sim.add_argument("kind", choices=sorted(SIMULATORS))
@@ -94,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         from agent.config.schema import full_schema
         from drivers.registry import DRIVERS
-        print(json.dumps(full_schema(DRIVERS), indent=2))
+        document = full_schema(DRIVERS)
+        if args.part:
+            document = {"$schema": document["$schema"], **document[args.part]}
+        print(json.dumps(document, indent=2))
         return EXIT_OK
     if args.command == "demo":
         from agent.demo import run_demo

@@ -34,7 +34,7 @@ def test_validate_example_config_is_ok() -> None:
     result = edge_agent("validate", "-c", "config/examples")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.startswith("config/examples: OK (1 machine(s), ")
+    assert result.stdout.startswith("config/examples: OK (3 machine(s), ")
     assert result.stdout.rstrip().endswith("signal(s))")
 
 
@@ -137,3 +137,27 @@ def test_validate_infinite_size_is_a_config_error(tmp_path: Path) -> None:
     result = edge_agent("validate", "-c", tmp_path)
     assert "Traceback" not in result.stderr
     assert result.returncode == 2
+
+
+def test_schema_part_is_a_self_contained_schema_file() -> None:
+    for part in ("agent", "machine"):
+        result = edge_agent("schema", part)
+        assert result.returncode == 0, result.stderr
+        schema = json.loads(result.stdout)
+        assert schema["$schema"].startswith("https://json-schema.org/")
+        assert schema["type"] == "object"
+        refs: list[str] = []
+
+        def walk(node: object) -> None:
+            if isinstance(node, dict):
+                if "$ref" in node:
+                    refs.append(node["$ref"])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(schema)
+        for ref in refs:  # every reference resolves inside this one document
+            assert ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in schema["$defs"], ref

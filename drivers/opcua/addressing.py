@@ -48,9 +48,11 @@ def parse_node_id(text: str) -> NodeRef:
     if not match:
         raise ValueError(f"{text!r} is not a NodeId (use nsu=URI;s=Name, ns=2;i=1001 or i=85)")
     kind, identifier = match.group("kind"), match.group("id")
-    if kind == "i" and not (identifier.isdigit() and int(identifier) < 2**32):
+    if kind == "i" and not (identifier.isascii() and identifier.isdigit() and int(identifier) < 2**32):
         raise ValueError(f"{text!r}: a numeric identifier must be 0..4294967295")
     index = match.group("ns")
+    if index is not None and int(index) > 65535:
+        raise ValueError(f"{text!r}: a namespace index must be 0..65535")
     return NodeRef(int(index) if index is not None else (None if match.group("nsu") else 0),
                    match.group("nsu"), kind, identifier)
 

@@ -30,8 +30,10 @@ def status_name(code: int) -> str:
             name = status_codes.get_name_and_doc(code & 0xFFFF0000)[0]
         except Exception:
             name = f"0x{code:08X}"
-        if not name or name.startswith("UnknownUa"):
-            name = f"0x{code:08X}"
+        # asyncua names an unknown code by its severity alone ("Bad"): keep the number.
+        if not name or name.startswith("UnknownUa") or (
+                name in ("Good", "Uncertain", "Bad") and code & 0x0FFF0000):
+            name = f"0x{code & 0xFFFF0000:08X}"
         if len(_NAMES) < 4096:
             _NAMES[code] = name
     return name
@@ -137,6 +139,8 @@ class ValueCodec:
                 if self.index >= len(value):
                     raise UnsupportedValue("index_out_of_range")
                 value = value[self.index]
+                if isinstance(value, list):
+                    raise UnsupportedValue("unsupported_type:matrix")
             else:
                 if len(value) > self.max_array:
                     raise UnsupportedValue("array_too_large")

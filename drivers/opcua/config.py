@@ -156,6 +156,14 @@ class OpcUaConnection(_Strict):
     lifetime_count: int = Field(60, ge=3, le=100_000)
     events: dict[str, EventSource] = Field(default_factory=dict)
 
+    @field_validator("url")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        port = value.split("//", 1)[1].split("/", 1)[0].rpartition(":")[2]
+        if port.isdigit() and not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is not 1..65535")
+        return value
+
     @field_validator("namespaces")
     @classmethod
     def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
@@ -170,26 +178,6 @@ class OpcUaConnection(_Strict):
         if value is not None:
             parse_browse_path(value, relative=False)
         return value
-
-    @model_validator(mode="after")
-    def _known_aliases(self) -> OpcUaConnection:
-        aliases = set(self.namespaces)
-        paths = [p for p in (self.root,) if p]
-        for source in self.events.values():
-            paths += [source.notifier, *(source.fields), *(t.field for t in source.where)]
-            if source.type:
-                paths.append(source.type)
-        for path in paths:
-            if not is_node_id(path):
-                for step in parse_browse_path(path, relative=not path.startswith("/")).steps:
-                    if step.alias is not None and not step.alias.isdigit() and step.alias not in aliases:
-                        raise ValueError(f"{path!r}: namespace alias {step.alias!r} is not "
-                                         f"defined in `namespaces`")
-        if self.default_namespace is not None and ":" not in self.default_namespace \
-                and self.default_namespace not in aliases:
-            raise ValueError(f"default_namespace {self.default_namespace!r} is neither a URI "
-                             "nor an alias of `namespaces`")
-        return self
 
 
 class ServerDeadband(_Strict):
@@ -252,6 +240,10 @@ class OpcUaSignalFields(_Strict):
             if self.node is not None or self.path is not None:
                 raise ValueError("an event signal takes its value from the event: "
                                  "no `node` or `path`")
+            if self.mode not in (None, "event"):
+                raise ValueError(f"a signal with `event` has mode event, not {self.mode}")
+            if self.value_as != "value":
+                raise ValueError("value_as: name applies to read and subscribed signals")
             self.mode = "event"
         elif (self.node is None) == (self.path is None):
             raise ValueError("give exactly one of `node` or `path`")
@@ -281,13 +273,22 @@ def check_machine(conn: OpcUaConnection, signals: Sequence[Any],
         if source.poll is not None:
             if source.poll not in poll:
                 problems.append((("connection", "events", name, "poll"),
-                                 f"{source.poll!r} is not a poll group of this machine"))
+                                 f"{source.poll!r} is not a poll group of this machine "
+                                 f"({', '.join(poll)})"))
             else:
                 source_group[name] = source.poll
     aliases = set(conn.namespaces)
+    problems += _alias_problems(conn, aliases)
+    subscribe_only = ("sampling_interval", "queue_size", "server_deadband")
     for i, sig in enumerate(signals):
         group = sig.poll or only
         mode = "push" if sig.resolved_mode(conn) in ("subscribe", "event") else "read"
+        if sig.resolved_mode(conn) != "subscribe":
+            for name in subscribe_only:
+                if name in sig.model_fields_set:
+                    problems.append((("signals", i, name),
+                                     f"applies to subscribed signals only (this one is "
+                                     f"{sig.resolved_mode(conn)})"))
         seen = group_mode.setdefault(group, (mode, i))
         if seen[0] != mode:
             problems.append((("signals", i, "mode"),
@@ -316,6 +317,10 @@ def check_machine(conn: OpcUaConnection, signals: Sequence[Any],
                                  f"event source {sig.event!r} is collected by poll group "
                                  f"{wanted!r}; its signals must be in that group"))
     groups_with_signals = {sig.poll or only for sig in signals}
+    if only is not None:
+        for name, source in conn.events.items():
+            if source.poll is None:
+                source_group.setdefault(name, only)
     for name in conn.events:
         if name in source_group and source_group[name] not in groups_with_signals:
             problems.append((("connection", "events", name, "poll"),
@@ -333,3 +338,31 @@ def check_machine(conn: OpcUaConnection, signals: Sequence[Any],
                                  "an event source needs a group of its own (or of subscriptions)"))
     return problems
 
+
+def _alias_problems(conn: OpcUaConnection, aliases: set[str]
+                    ) -> list[tuple[tuple[str | int, ...], str]]:
+    """Browse paths of the connection block that use a namespace alias nobody defined."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    places: list[tuple[tuple[str | int, ...], str]] = []
+    if conn.root:
+        places.append((("connection", "root"), conn.root))
+    for name, source in conn.events.items():
+        base: tuple[str | int, ...] = ("connection", "events", name)
+        places.append(((*base, "notifier"), source.notifier))
+        if source.type:
+            places.append(((*base, "type"), source.type))
+        places += [((*base, "fields", k), text) for k, text in enumerate(source.fields)]
+        places += [((*base, "where", k, "field"), t.field) for k, t in enumerate(source.where)]
+    for loc, text in places:
+        if is_node_id(text):
+            continue
+        for step in parse_browse_path(text, relative=not text.startswith("/")).steps:
+            if step.alias is not None and not step.alias.isdigit() and step.alias not in aliases:
+                problems.append((loc, f"namespace alias {step.alias!r} is not defined in "
+                                      "connection.namespaces"))
+                break
+    default = conn.default_namespace
+    if default is not None and ":" not in default and default not in aliases:
+        problems.append((("connection", "default_namespace"),
+                         f"{default!r} is neither a URI nor an alias of `namespaces`"))
+    return problems

@@ -29,17 +29,20 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library: render those records the same way, to the
-    # same stream. pymodbus stays quiet: the agent reports device failures itself.
+    # same stream. pymodbus and asyncua stay quiet below errors: the agent reports device
+    # failures itself (asyncua warns about every revised session parameter).
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=renderer,
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+        foreign_pre_chain=[structlog.contextvars.merge_contextvars,  # machine=... of the task
+                           structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
                            structlog.processors.TimeStamper(fmt="iso", utc=True)],
     ))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
 
 
 def get_logger(**context: object) -> structlog.typing.FilteringBoundLogger:

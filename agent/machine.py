@@ -11,6 +11,8 @@ import time
 import zlib
 from typing import Any, Callable
 
+import structlog
+
 from agent.backoff import Backoff
 from agent.config.loader import MachineConfig
 from agent.encoding import PayloadCodec
@@ -46,6 +48,9 @@ class MachineRunner:
         self._metrics = metrics
 
     async def run(self) -> None:
+        # Lines that drivers and libraries log from this task (and the tasks it starts)
+        # carry the machine id.
+        structlog.contextvars.bind_contextvars(machine=self.id)
         driver = self.machine.spec.factory(self.machine.model.connection, self._groups,
                                            self._intervals)
         normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}

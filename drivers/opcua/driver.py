@@ -89,7 +89,6 @@ class OpcUaDriver:
             raise ConnectionError(f"preparing the session failed: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        self._subs.clear()
         await self._session.close()
 
     def request_count(self, group: str) -> int:
@@ -178,9 +177,11 @@ class OpcUaDriver:
                 p.node, p.problem = node, None
             p.codec = ValueCodec(p.signal.index, p.signal.max_array)
         await self._load_enum_names([p for p in points if p.signal.value_as == "name" and p.node])
-        self._subs = {}
+        previous, self._subs = self._subs, {}
         for group in sorted(self._push):
             sub = await self._subscription(group)
+            if group in previous:
+                sub.adopt(previous[group])  # values of the last session not drained yet
             self._subs[group] = sub
             await sub.create(self._session.uaclient)
 

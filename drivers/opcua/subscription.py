@@ -186,6 +186,13 @@ class GroupSubscription:
             except Exception as exc:
                 self._pending.samples.append((index, RawSample(None, ts_ns, "bad", str(exc))))
 
+    def adopt(self, old: GroupSubscription) -> None:
+        """Keep what the previous session's subscription received but nobody drained yet."""
+        self._pending.samples[:0] = old._pending.samples
+        self._pending.events[:0] = old._pending.events
+        self.dropped += old.dropped
+        old._pending = _Pending()
+
     def take(self) -> Drained:
         """What arrived since the last call, in arrival order."""
         pending, self._pending = self._pending, _Pending()

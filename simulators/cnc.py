@@ -77,12 +77,10 @@ from enum import IntEnum
 
 from asyncua import ua
 
-from simulators.opcua_server import (
-    AddressSpaceBuilder,
+from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
+from simulators.opcua_machine import (
     MachineSimulator,
-    VarSpec,
     add_server_arguments,
-    ns0,
     run_cli,
     server_options_from_args,
 )

@@ -63,10 +63,9 @@ from enum import IntEnum
 
 from asyncua import ua
 
-from simulators.opcua_server import (
-    AddressSpaceBuilder,
+from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec
+from simulators.opcua_machine import (
     MachineSimulator,
-    VarSpec,
     add_server_arguments,
     run_cli,
     server_options_from_args,

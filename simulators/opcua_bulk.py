@@ -31,14 +31,13 @@ from typing import Any, Self
 
 from asyncua import ua
 
-from simulators.opcua_server import (
-    AddressSpaceBuilder,
-    SimServer,
+from simulators.opcua_address_space import AddressSpaceBuilder, ns0
+from simulators.opcua_machine import (
     add_server_arguments,
-    ns0,
     run_cli,
     server_options_from_args,
 )
+from simulators.opcua_server import SimServer
 
 NAMESPACE_URI = "urn:edge-agent:sim:bulk"
 MAX_VARIABLES = 1_000_000

@@ -27,7 +27,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from simulators.cnc import ALARMS, CncModel, CncSimulator
 from simulators.injection import EVENT_PROPERTIES, InjectionSimulator
 from simulators.opcua_bulk import BulkServer
-from simulators.opcua_server import SECURITY_CHOICES, SimServer, parse_security
+from simulators.opcua_pki import SECURITY_CHOICES, parse_security
+from simulators.opcua_server import SimServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CNC_NS = "urn:edge-agent:sim:cnc"

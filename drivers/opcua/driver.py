@@ -20,7 +20,7 @@ from asyncua import ua
 from drivers.base import COMM_FAILURE, TIMEOUT, Drained, RawSample
 from drivers.opcua.codec import ValueCodec, status_name
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
-from drivers.opcua.resolve import Unresolved
+from drivers.opcua.resolve import Unresolved, relative_path
 from drivers.opcua.session import Session
 from drivers.opcua.subscription import (
     STANDARD_FIELDS,
@@ -68,6 +68,8 @@ class OpcUaDriver:
             self._event_group.setdefault(name, next(iter(intervals)))
         self._push |= {g for g in self._event_group.values() if g in groups}
         self._subs: dict[str, GroupSubscription] = {}
+        # Per read group and session: (points, Read request) per chunk of resolved nodes.
+        self._read_plan: dict[str, list[tuple[list[_Point], ua.ReadParameters]]] = {}
         self.rebuilds = 0  # subscriptions rebuilt after going silent (for tests and metrics)
 
     # -- Driver protocol --------------------------------------------------------------
@@ -94,49 +96,35 @@ class OpcUaDriver:
     def request_count(self, group: str) -> int:
         if group in self._push:
             return 0
+        if group in self._read_plan:
+            return len(self._read_plan[group])
         return -(-len(self._points[group]) // max(1, self._session.read_chunk))
 
     async def read(self, group: str) -> list[RawSample]:
         points = self._points[group]
-        samples: list[RawSample] = [RawSample(None, 0)] * len(points)
-        chunk = max(1, self._session.read_chunk)
-        for begin in range(0, len(points), chunk):
-            part = points[begin:begin + chunk]
-            readable = [p for p in part if p.node is not None]
-            now_ns = time.time_ns()
-            for p in part:
-                if p.node is None:
-                    samples[p.index] = RawSample(None, now_ns, "bad", p.problem or UNRESOLVED)
-            if not readable:
-                continue
-            failure = None
-            if not self._session.connected:
-                failure = COMM_FAILURE
-            else:
+        now_ns = time.time_ns()
+        samples = [RawSample(None, now_ns, "bad", p.problem or UNRESOLVED) for p in points]
+        for part, request in self._read_plan.get(group, ()):
+            failure = COMM_FAILURE
+            if self._session.connected:
                 try:
-                    params = ua.ReadParameters(
-                        MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both,
-                        NodesToRead=[ua.ReadValueId(NodeId=p.node, AttributeId=ua.AttributeIds.Value)
-                                     for p in readable])
                     async with asyncio.timeout(self._conn.timeout):
-                        values = await self._session.uaclient.read(params)
+                        values = await self._session.uaclient.read(request)
                     now_ns = time.time_ns()
-                    if len(values) != len(readable):
-                        failure = "malformed_reply"
-                    else:
-                        for p, dv in zip(readable, values):
+                    if len(values) == len(part):
+                        for p, dv in zip(part, values):
                             samples[p.index] = p.codec.sample(dv, now_ns)  # type: ignore[union-attr]
                         continue
+                    failure = "malformed_reply"
                 except TimeoutError:
                     failure = TIMEOUT
                     self._session.mark_lost("read timed out")
                 except ua.UaStatusCodeError as exc:
                     failure = status_name(exc.code) if hasattr(exc, "code") else COMM_FAILURE
                 except (ConnectionError, OSError, ua.UaError):
-                    failure = COMM_FAILURE
                     self._session.mark_lost("read failed")
             bad = RawSample(None, time.time_ns(), "bad", failure)
-            for p in readable:
+            for p in part:
                 samples[p.index] = bad
         return samples
 
@@ -177,6 +165,8 @@ class OpcUaDriver:
                 p.node, p.problem = node, None
             p.codec = ValueCodec(p.signal.index, p.signal.max_array)
         await self._load_enum_names([p for p in points if p.signal.value_as == "name" and p.node])
+        self._read_plan = {g: self._plan_reads(pts) for g, pts in self._points.items()
+                           if g not in self._push}
         previous, self._subs = self._subs, {}
         for group in sorted(self._push):
             sub = await self._subscription(group)
@@ -184,6 +174,18 @@ class OpcUaDriver:
                 sub.adopt(previous[group])  # values of the last session not drained yet
             self._subs[group] = sub
             await sub.create(self._session.uaclient)
+
+    def _plan_reads(self, points: list[_Point]) -> list[tuple[list[_Point], ua.ReadParameters]]:
+        readable = [p for p in points if p.node is not None and p.problem is None]
+        chunk = max(1, self._session.read_chunk)
+        plan = []
+        for begin in range(0, len(readable), chunk):
+            part = readable[begin:begin + chunk]
+            plan.append((part, ua.ReadParameters(
+                MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                NodesToRead=[ua.ReadValueId(NodeId=p.node, AttributeId=ua.AttributeIds.Value)
+                             for p in part])))
+        return plan
 
     async def _load_enum_names(self, points: list[_Point]) -> None:
         """Enumeration names from the server (EnumStrings or EnumValues of the DataType)."""
@@ -276,7 +278,6 @@ class OpcUaDriver:
 
 
 async def _enum_names(uaclient: Any, datatype: ua.NodeId) -> dict[int, str] | None:
-    from drivers.opcua.resolve import relative_path
     for prop in ("EnumStrings", "EnumValues"):
         result = (await uaclient.translate_browsepaths_to_nodeids([ua.BrowsePath(
             StartingNode=datatype, RelativePath=relative_path([ua.QualifiedName(prop, 0)]))]))[0]

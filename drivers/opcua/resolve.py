@@ -7,6 +7,8 @@ namespaces changes nothing for the configuration.
 
 from __future__ import annotations
 
+import base64
+import uuid
 from typing import Mapping, Sequence
 
 from asyncua import ua
@@ -84,11 +86,9 @@ class NamespaceMap:
             return ua.NodeId(ref.identifier, index, ua.NodeIdType.String)
         if ref.kind == "g":
             try:
-                import uuid
                 return ua.NodeId(uuid.UUID(ref.identifier), index, ua.NodeIdType.Guid)
             except ValueError as exc:
                 raise Unresolved(f"{ref.identifier!r} is not a GUID") from exc
-        import base64
         try:
             return ua.NodeId(base64.b64decode(ref.identifier, validate=True), index,
                              ua.NodeIdType.ByteString)

@@ -438,3 +438,26 @@ async def test_certificate_identity(client_pki: Path, tmp_path: Path) -> None:
             assert (await driver.read("g"))[0].quality == "good"
         finally:
             await driver.close()
+
+
+async def test_secure_session_and_subscription_come_back_after_a_restart(
+        client_pki: Path, tmp_path: Path) -> None:
+    port = free_port()
+    async with CncSimulator(port=port, security=["Aes256_Sha256_RsaPss-SignAndEncrypt"],
+                            pki_dir=tmp_path / "server", time_scale=20.0) as sim:
+        trust = tmp_path / "trusted"
+        trust.mkdir()
+        (trust / "server.der").write_bytes(Path(sim.server.certificate_path).read_bytes())  # type: ignore[arg-type]
+        conn = secure(port, client_pki, "Aes256_Sha256_RsaPss", "SignAndEncrypt", trust)
+        driver = OpcUaDriver(conn, {"fast": signals({"path": "Monitoring/Axes/X", "mode": "subscribe"})},
+                             {"fast": 0.1})
+        await driver.connect()
+        try:
+            await drain_until(driver, "fast", lambda s, e: any(x.quality == "good" for _, x in s))
+            await sim.server.restart()  # the server offers only the secure endpoint
+            restarted = time.time_ns()
+            await drain_until(driver, "fast", lambda s, e: any(
+                x.quality == "good" and x.ts_ns > restarted for _, x in s), timeout=20)
+            assert driver.connected
+        finally:
+            await driver.close()

@@ -50,13 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     browse.add_argument("--trust-on-first-use", action="store_true")
     browse.add_argument("--username")
     browse.add_argument("--password-env", help="environment variable holding the password")
+    browse.add_argument("--timeout", default="5s", help="per request (default 5s)")
 
     certs = sub.add_parser("certs", help="OPC UA client application certificates")
     certs.add_argument("action", choices=["create"])
     certs.add_argument("--dir", type=Path, default=Path("pki"),
                        help="writes DIR/own/cert.der and DIR/own/key.pem (default ./pki)")
-    certs.add_argument("--uri", help="application URI (default urn:HOSTNAME:edge-agent; "
-                       "must equal security.application_uri)")
+    certs.add_argument("--uri", help="application URI (default urn:HOSTNAME:edge-agent); the "
+                       "agent announces the URI it finds in its certificate")
     certs.add_argument("--hostname")
     certs.add_argument("--days", type=int, default=3650)
     certs.add_argument("--force", action="store_true", help="replace an existing certificate")
@@ -136,7 +137,9 @@ def _validate(config_dir: Path, online: bool) -> int:
                 acquired = asyncio.run(acquire_once(machine))
             except (ConnectionError, TimeoutError, OSError) as exc:
                 unreachable += 1
-                print(f"{machine.source}: cannot reach {machine.id}: {exc or type(exc).__name__}",
+                where = machine.source.relative_to(config.root) if machine.source.is_relative_to(
+                    config.root) else machine.source
+                print(f"{where}: cannot reach {machine.id}: {exc or type(exc).__name__}",
                       file=sys.stderr)
                 continue
             errors += online_errors(machine, config.root, acquired)
@@ -183,7 +186,7 @@ def _browse(args: argparse.Namespace) -> int:
     auth = {"username": args.username, "password_env": args.password_env}
     try:
         conn = OpcUaConnection.model_validate({
-            "protocol": "opcua", "url": args.url,
+            "protocol": "opcua", "url": args.url, "timeout": args.timeout,
             "security": {k: v for k, v in security.items() if v not in (None, False)},
             "auth": {k: v for k, v in auth.items() if v is not None}})
     except ValidationError as exc:
@@ -204,8 +207,9 @@ def _certs(args: argparse.Namespace) -> int:
     from drivers.opcua.config import default_application_uri
     from drivers.opcua.security import create_certificate
     cert, key = args.dir / "own" / "cert.der", args.dir / "own" / "key.pem"
-    if cert.exists() and not args.force:
-        print(f"edge-agent: {cert} exists (use --force to replace it)", file=sys.stderr)
+    existing = [p for p in (cert, key) if p.exists()]
+    if existing and not args.force:
+        print(f"edge-agent: {existing[0]} exists (use --force to replace it)", file=sys.stderr)
         return EXIT_ERROR
     uri = args.uri or default_application_uri()
     try:
@@ -216,8 +220,7 @@ def _certs(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"certificate      {cert}\nprivate key      {key}\napplication URI  {uri}\n"
           f"trust folder     {args.dir / 'trusted'} (put the server certificates here)\n"
-          f"Give the server {cert} to trust, and set security.application_uri to {uri} "
-          "if it is not the default.")
+          f"Give the server {cert} to trust.")
     return EXIT_OK
 
 

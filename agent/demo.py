@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.encoding import decode
 from agent.local_processes import free_port, terminate, wait_port
 
+
 def examples_dir() -> Path:
     """The example config folder: in a source checkout, or as installed with the package."""
     for candidate in (Path(__file__).resolve().parent.parent / "config" / "examples",

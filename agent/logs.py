@@ -29,8 +29,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library: render those records the same way, to the
-    # same stream. pymodbus and asyncua stay quiet below errors: the agent reports device
-    # failures itself (asyncua warns about every revised session parameter).
+    # same stream. pymodbus and asyncua stay quiet: the agent reports device failures itself
+    # (asyncua logs a stack for every publish request a dropped connection cancels).
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=renderer,
@@ -42,7 +42,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 
 def get_logger(**context: object) -> structlog.typing.FilteringBoundLogger:

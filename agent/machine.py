@@ -124,11 +124,15 @@ class _Link:
         self._backoff = Backoff(RECONNECT_MIN, RECONNECT_MAX)
         self._retry_at = 0.0
         self._last_error: str | None = None
+        self._up = False
 
     async def ready(self, now: float) -> bool:
         """Connected, after a reconnect attempt if one is due."""
         if self._driver.connected:
             return True
+        if self._up:  # dropped between polls (e.g. the server restarted): say so once
+            self._up = False
+            self._log.warning("device connection lost")
         if now < self._retry_at:
             return False
         try:
@@ -143,11 +147,13 @@ class _Link:
             return False
         self._log.info("connected to device")
         self._last_error = None
+        self._up = True
         return True
 
     def check(self, samples: list[RawSample]) -> None:
         """After a read: a good value resets the backoff; a lost link schedules a retry."""
         if not self._driver.connected:
+            self._up = False
             wait = self._backoff.next()
             self._retry_at = asyncio.get_running_loop().time() + wait
             reason = next((s.reason for s in samples if s.reason), None)

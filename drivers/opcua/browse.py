@@ -34,7 +34,8 @@ async def browse(conn: OpcUaConnection, path: str, depth: int, emit: Callable[[s
                 raise ConnectionError(str(start))
         else:
             start = await walker.find(path)
-        await walker.walk(start, path.rsplit("/", 1)[-1] or "Root", depth, "")
+        name = walker.node_text(start) if is_node_id(path) else path.rsplit("/", 1)[-1]
+        await walker.walk(start, name, depth, "")
         return walker.count
     finally:
         await session.close()
@@ -51,7 +52,13 @@ class _Walker:
         """Follow a browse path by names; a step without a namespace prefix matches a child
         of that name in any namespace (commissioning: the namespaces are not known yet)."""
         node = ua.NodeId(ua.ObjectIds.RootFolder)
-        for step in parse_browse_path(path, relative=False).steps:
+        if path.strip() == "/":
+            return node
+        try:
+            steps = parse_browse_path(path, relative=False).steps
+        except ValueError as exc:
+            raise ConnectionError(str(exc)) from None
+        for step in steps:
             matches = [(child, name) for child, name in await self._children(node)
                        if name.rsplit(":", 1)[-1] == step.name
                        and (step.alias is None or name == f"{step.alias}:{step.name}"
@@ -64,7 +71,12 @@ class _Walker:
     async def walk(self, node: ua.NodeId, name: str, depth: int, prefix: str,
                    connector: str = "") -> None:
         attrs = await self._ua.read_attributes([node], ua.AttributeIds.NodeClass)
-        node_class = attrs[0].Value.Value if attrs[0].StatusCode.is_good() else None
+        if not attrs[0].StatusCode.is_good():
+            if not connector:  # the start node itself
+                raise ConnectionError(f"{self.node_text(node)}: {attrs[0].StatusCode.name}")
+            node_class = None
+        else:
+            node_class = attrs[0].Value.Value
         await self._line(node, name, node_class, prefix + connector)
         if depth <= 0:
             return

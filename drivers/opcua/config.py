@@ -36,8 +36,9 @@ class SecurityConfig(_Strict):
         None, description="folder of trusted server certificates (or of the CAs that issued them)")
     trust_on_first_use: bool = Field(
         False, description="trust an unknown server certificate once and store it in `trust`")
-    application_uri: str = Field(default_factory=default_application_uri,
-                                 description="must match the URI in the client certificate")
+    application_uri: str | None = Field(
+        None, description="the client's application URI; default: the URI in `certificate`, "
+        "else urn:<hostname>:edge-agent")
 
     @model_validator(mode="after")
     def _consistent(self) -> SecurityConfig:

@@ -215,7 +215,8 @@ class OpcUaDriver:
                          ("absolute", p.signal.server_deadband.absolute)
                          if p.signal.server_deadband.absolute is not None
                          else ("percent", p.signal.server_deadband.percent)))
-            for p in self._points[group] if p.signal.mode != "event" and p.node is not None
+            for p in self._points[group]
+            if p.signal.mode != "event" and p.node is not None and p.problem is None
         ]
         events = []
         for name, source in self._conn.events.items():

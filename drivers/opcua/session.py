@@ -15,9 +15,15 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 
-from drivers.opcua.config import OpcUaConnection
+from drivers.opcua.config import OpcUaConnection, default_application_uri
 from drivers.opcua.resolve import NamespaceMap, Resolver
-from drivers.opcua.security import MODES, POLICIES, TrustFolder, UntrustedServer
+from drivers.opcua.security import (
+    MODES,
+    POLICIES,
+    TrustFolder,
+    UntrustedServer,
+    certificate_uri,
+)
 
 MAX_NODES_PER_READ = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
 MAX_NODES_PER_TRANSLATE = ua.NodeId(
@@ -72,7 +78,7 @@ class Session:
         client = Client(conn.url, timeout=conn.timeout,
                         watchdog_intervall=max(1.0, min(conn.timeout, 5.0)))
         client.name = client.description = "edge-agent"
-        client.application_uri = conn.security.application_uri
+        client.application_uri = conn.security.application_uri or default_application_uri()
         client.product_uri = "urn:edge-agent"
         client.session_timeout = int(conn.session_timeout * 1000)
         client.connection_lost_callback = self._on_lost
@@ -115,6 +121,11 @@ class Session:
             if not Path(path).is_file():
                 raise ConnectionError(f"{what} {path} does not exist "
                                       "(`edge-agent certs create` makes one)")
+        if sec.application_uri is None:
+            # Servers check the announced URI against the certificate's: take it from there.
+            uri = await asyncio.to_thread(certificate_uri, Path(sec.certificate))
+            if uri:
+                client.application_uri = uri
         await client.set_security(policy, certificate=sec.certificate,
                                   private_key=sec.private_key, server_certificate=der, mode=mode)
 

@@ -9,6 +9,7 @@ spoke (data or keep-alive), so a silent subscription is noticed and rebuilt.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -17,6 +18,8 @@ from asyncua import ua
 
 from drivers.base import DeviceEvent, Drained, RawSample
 from drivers.opcua.codec import ValueCodec, datetime_ns, plain
+
+log = logging.getLogger("edge_agent.opcua")
 
 SUBSCRIPTION_LOST = "subscription_lost"
 ITEM_PREFIX = "monitored_item:"  # + status name, for an item the server refused
@@ -72,6 +75,7 @@ class GroupSubscription:
         self.last_heard = 0.0  # monotonic time of the last publish response of any kind
         self.silence_limit = 0.0
         self.dropped = 0  # samples dropped because the agent drained too slowly
+        self.malformed = 0  # publish responses that could not be processed
         self.refused: list[tuple[int, str]] = []  # (signal index, reason) the server refused
         self._pending = _Pending()
         self._handles: dict[int, Any] = {}
@@ -132,6 +136,13 @@ class GroupSubscription:
     def _on_publish(self, result: ua.PublishResult) -> None:
         # Called by asyncua's publish loop for every response: data, events or keep-alive.
         self.last_heard = time.monotonic()
+        try:
+            self._collect(result)
+        except Exception:  # a reply we cannot take apart must not stop the publish loop
+            self.malformed += 1
+            log.exception("cannot process a publish response")
+
+    def _collect(self, result: ua.PublishResult) -> None:
         message = result.NotificationMessage
         data = message.NotificationData
         if not data:

@@ -67,7 +67,6 @@ Reset, program Stopped, ChannelMode MDI) and the next cycle. Cycle-level decisio
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
 import sys
@@ -80,9 +79,9 @@ from asyncua import ua
 from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
 from simulators.opcua_machine import (
     MachineSimulator,
+    add_machine_arguments,
     add_server_arguments,
-    run_cli,
-    server_options_from_args,
+    machine_main,
 )
 
 V = ua.VariantType
@@ -638,40 +637,16 @@ class CncSimulator(MachineSimulator):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of the CNC simulator."""
-    p = argparse.ArgumentParser(
-        prog="python -m simulators.cnc", description="Simulated CNC (OPC UA)."
-    )
+    """Command-line options of this simulator."""
+    p = argparse.ArgumentParser(prog="python -m simulators.cnc", description="Simulated CNC (OPC UA).")
     add_server_arguments(p, default_port=4840)
-    p.add_argument("--name", default=CncSimulator.default_name, help="machine name (NodeId prefix)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cycle plan and noise")
-    p.add_argument(
-        "--time-scale", type=float, default=1.0, help="simulated seconds per real second"
-    )
-    p.add_argument("--alarm-every", type=int, default=10, help="alarm every N-th cycle (0 = never)")
-    p.add_argument("--update-ms", type=float, default=100.0, help="model/update period, ms")
+    add_machine_arguments(p, CncSimulator, alarm_every=10)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    options = server_options_from_args(parser, args)
-    if args.alarm_every < 0:
-        parser.error("--alarm-every must be >= 0")
-    try:
-        sim = CncSimulator(
-            name=args.name,
-            seed=args.seed,
-            time_scale=args.time_scale,
-            update_period=args.update_ms / 1000.0,
-            alarm_every=args.alarm_every,
-            **options,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    return asyncio.run(run_cli(sim, CncSimulator.kind))
+    return machine_main(CncSimulator, build_parser(), argv)
 
 
 if __name__ == "__main__":

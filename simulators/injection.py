@@ -54,7 +54,6 @@ only on ``seed``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import random
 import sys
@@ -66,9 +65,9 @@ from asyncua import ua
 from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec
 from simulators.opcua_machine import (
     MachineSimulator,
+    add_machine_arguments,
     add_server_arguments,
-    run_cli,
-    server_options_from_args,
+    machine_main,
 )
 
 V = ua.VariantType
@@ -399,45 +398,16 @@ class InjectionSimulator(MachineSimulator):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of the injection-moulding simulator."""
-    p = argparse.ArgumentParser(
-        prog="python -m simulators.injection",
-        description="Simulated injection-moulding machine (OPC UA).",
-    )
+    """Command-line options of this simulator."""
+    p = argparse.ArgumentParser(prog="python -m simulators.injection", description="Simulated injection-moulding machine (OPC UA).")
     add_server_arguments(p, default_port=4841)
-    p.add_argument(
-        "--name", default=InjectionSimulator.default_name, help="machine name (NodeId prefix)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the cycle parameters and noise")
-    p.add_argument(
-        "--time-scale", type=float, default=1.0, help="simulated seconds per real second"
-    )
-    p.add_argument(
-        "--alarm-every", type=int, default=0, help="alarm after every N-th cycle (0 = never)"
-    )
-    p.add_argument("--update-ms", type=float, default=100.0, help="model/update period, ms")
+    add_machine_arguments(p, InjectionSimulator, alarm_every=0)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    options = server_options_from_args(parser, args)
-    if args.alarm_every < 0:
-        parser.error("--alarm-every must be >= 0")
-    try:
-        sim = InjectionSimulator(
-            name=args.name,
-            seed=args.seed,
-            time_scale=args.time_scale,
-            update_period=args.update_ms / 1000.0,
-            alarm_every=args.alarm_every,
-            **options,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    return asyncio.run(run_cli(sim, InjectionSimulator.kind))
+    return machine_main(InjectionSimulator, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from asyncua import ua
 
 from simulators.opcua_address_space import AddressSpaceBuilder, ns0
 from simulators.opcua_machine import (
+    TickingSimulator,
     add_server_arguments,
     run_cli,
     server_options_from_args,
@@ -48,7 +47,7 @@ def variable_name(i: int, count: int) -> str:
     return f"V{i:0{max(5, len(str(count - 1)))}d}"
 
 
-class BulkServer:
+class BulkServer(TickingSimulator):
     """N changing Doubles; ``async with BulkServer(port=0, variables=100, rate=10) as b:``."""
 
     kind = "bulk"
@@ -141,30 +140,6 @@ class BulkServer:
             if next_tick < loop.time():  # overloaded: skip instead of bursting
                 next_tick = loop.time() + self.period
 
-    async def start(self) -> None:
-        await self.server.start()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="bulk-ticks")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

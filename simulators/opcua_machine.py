@@ -24,7 +24,45 @@ from simulators.opcua_server import SimServer
 
 logger = logging.getLogger("simulators.opcua")
 
-class MachineSimulator(abc.ABC):
+class TickingSimulator:
+    """A SimServer plus one task that advances the simulation: start, stop, `async with`."""
+
+    server: SimServer
+    _task: asyncio.Task[None] | None = None
+
+    def _task_name(self) -> str:
+        return type(self).__name__
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._task_name())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class MachineSimulator(TickingSimulator, abc.ABC):
     """A simulated machine below Objects/Machines/<name> driven by a time-stepped model.
 
     Subclasses declare VARIABLES, build their types/events in ``build_types``, and implement
@@ -74,7 +112,10 @@ class MachineSimulator(abc.ABC):
         self._event_objects: dict[str, ua_events.Event] = {}
         self.machine_nodeid: ua.NodeId | None = None
         self.sim_time = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._task = None
+
+    def _task_name(self) -> str:
+        return f"{self.kind}-{self.name}"
 
     # -- subclass hooks -------------------------------------------------------------------
 
@@ -103,30 +144,6 @@ class MachineSimulator(abc.ABC):
     def endpoint(self) -> str:
         return self.server.endpoint
 
-    async def start(self) -> None:
-        await self.server.start()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"{self.kind}-{self.name}")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _populate(self, srv: SimServer) -> None:
         assert srv.server is not None
@@ -302,3 +319,31 @@ async def run_cli(sim: Any, kind: str) -> int:
             await task
     await sim.stop()
     return 0
+
+
+def add_machine_arguments(p: argparse.ArgumentParser, sim: type[MachineSimulator],
+                          alarm_every: int) -> None:
+    """The options every machine simulator has beyond the server's."""
+    p.add_argument("--name", default=sim.default_name, help="machine name (NodeId prefix)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cycle plan and noise")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="simulated seconds per real second")
+    p.add_argument("--alarm-every", type=int, default=alarm_every,
+                   help="alarm every N-th cycle (0 = never)")
+    p.add_argument("--update-ms", type=float, default=100.0, help="model/update period, ms")
+
+
+def machine_main(sim: type[MachineSimulator], parser: argparse.ArgumentParser,
+                 argv: list[str] | None) -> int:
+    """Parse the options, build the simulator and serve it until SIGTERM; the exit code."""
+    args = parser.parse_args(argv)
+    options = server_options_from_args(parser, args)
+    if args.alarm_every < 0:
+        parser.error("--alarm-every must be >= 0")
+    try:
+        machine = sim(name=args.name, seed=args.seed, time_scale=args.time_scale,
+                      update_period=args.update_ms / 1000.0, alarm_every=args.alarm_every,
+                      **options)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return asyncio.run(run_cli(machine, sim.kind))

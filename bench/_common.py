@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -71,3 +77,37 @@ def port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def write_config(work: Path, broker_port: int, metrics_port: int, encoding: str) -> Path:
+    """mosquitto.conf and the agent's config folder (machines.d empty) under `work`."""
+    (work / "mosquitto.conf").write_text(
+        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+        "set_tcp_nodelay true\n")
+    config = work / "config"
+    (config / "machines.d").mkdir(parents=True)
+    (config / "agent.yaml").write_text(
+        "agent: {id: bench, site: bench}\n"
+        f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', encoding: {encoding}, max_inflight: 256}}\n"
+        "buffer: {path: buffer.db, max_bytes: 1GiB, commit_interval: 50ms}\n"
+        f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
+        "logging: {level: info, format: json}\n")
+    return config
+
+
+def start_broker(work: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                             str(work / "mosquitto.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_agent(config: Path, work: Path) -> subprocess.Popen[bytes]:
+    """The agent in its own process; its log goes to work/agent.log."""
+    with open(work / "agent.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
+                                 "--state-dir", str(work / "state")], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def scrape(metrics_port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()

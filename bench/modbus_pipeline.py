@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -26,18 +25,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _common import (
+from _common import (  # noqa: E402
     cpu_seconds,
     histogram_quantile,
     metric_sum,
     percentile,
     port_free,
     rss_mb,
+    scrape,
+    start_agent,
+    start_broker,
+    write_config,
 )
 
-from agent.encoding import decode
-from agent.local_processes import free_port, terminate
-from drivers.config_types import parse_duration
+from agent.encoding import decode  # noqa: E402
+from agent.local_processes import free_port, terminate  # noqa: E402
+from drivers.config_types import parse_duration  # noqa: E402
 
 # Registers of the press simulator's map that hold plain 16-bit values (hr:0..63 is mapped).
 REGISTERS = 64
@@ -67,17 +70,7 @@ def main() -> int:
     broker_port, metrics_port, first_port = free_port(), free_port(), free_port()
     while any(not port_free(first_port + i) for i in range(args.machines)):
         first_port = free_port()
-    (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        "set_tcp_nodelay true\n")
-    config = work / "config"
-    (config / "machines.d").mkdir(parents=True)
-    (config / "agent.yaml").write_text(
-        "agent: {id: bench, site: bench}\n"
-        f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', encoding: {args.encoding}, max_inflight: 256}}\n"
-        "buffer: {path: buffer.db, max_bytes: 1GiB, commit_interval: 50ms}\n"
-        f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
-        "logging: {level: info, format: json}\n")
+    config = write_config(work, broker_port, metrics_port, args.encoding)
     for i in range(args.machines):
         (config / "machines.d" / f"bench-{i:03d}.yaml").write_text(
             machine_file(i, first_port + i, args.signals, args.interval))
@@ -97,9 +90,7 @@ def main() -> int:
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     try:
-        procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
-                                       str(work / "mosquitto.conf")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(start_broker(work))
         sim = subprocess.Popen([sys.executable, "-m", "simulators.press", "--host", "127.0.0.1",
                                 "--port", str(first_port), "--count", str(args.machines)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -111,16 +102,13 @@ def main() -> int:
         client.connect("127.0.0.1", broker_port)
         client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
         client.loop_start()
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
-                                  "--state-dir", str(work / "state")], cwd=REPO,
-                                 stdout=open(work / "agent.log", "wb"), stderr=subprocess.STDOUT)
+        agent = start_agent(config, work)
         procs.append(agent)
         time.sleep(args.warmup)
         if agent.poll() is not None:
             print("agent exited; see", work / "agent.log", file=sys.stderr)
             return 1
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        before_metrics = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        before_metrics = scrape(metrics_port)
         cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
         measuring.set()
         rss_samples = []
@@ -129,7 +117,7 @@ def main() -> int:
             rss_samples.append(rss_mb(agent.pid))
         measuring.clear()
         cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
-        after_metrics = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        after_metrics = scrape(metrics_port)
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(60)

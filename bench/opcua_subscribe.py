@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -27,7 +26,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _common import cpu_seconds, histogram_quantile, metric_sum, rss_mb  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds,
+    histogram_quantile,
+    metric_sum,
+    rss_mb,
+    scrape,
+    start_agent,
+    start_broker,
+    write_config,
+)
 
 from agent.encoding import decode  # noqa: E402
 from agent.local_processes import free_port, terminate, wait_port  # noqa: E402
@@ -56,17 +64,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-opcua-"))
     broker_port, metrics_port, opc_port = free_port(), free_port(), free_port()
-    (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        "set_tcp_nodelay true\n")
-    config = work / "config"
-    (config / "machines.d").mkdir(parents=True)
-    (config / "agent.yaml").write_text(
-        "agent: {id: bench, site: bench}\n"
-        f"mqtt: {{url: 'mqtt://127.0.0.1:{broker_port}', encoding: {args.encoding}, max_inflight: 256}}\n"
-        "buffer: {path: buffer.db, max_bytes: 1GiB, commit_interval: 50ms}\n"
-        f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
-        "logging: {level: info, format: json}\n")
+    config = write_config(work, broker_port, metrics_port, args.encoding)
     (config / "machines.d" / "bulk.yaml").write_text(
         machine_file(opc_port, args.variables, args.publishing))
 
@@ -85,9 +83,7 @@ def main() -> int:
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     try:
-        procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
-                                       str(work / "mosquitto.conf")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(start_broker(work))
         sim = subprocess.Popen([sys.executable, "-m", "simulators.opcua_bulk", "--port", str(opc_port),
                                 "--variables", str(args.variables), "--rate", str(args.rate)],
                                cwd=REPO, stdout=open(work / "sim.log", "wb"), stderr=subprocess.STDOUT)
@@ -98,16 +94,13 @@ def main() -> int:
         client.connect("127.0.0.1", broker_port)
         client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
         client.loop_start()
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
-                                  "--state-dir", str(work / "state")], cwd=REPO,
-                                 stdout=open(work / "agent.log", "wb"), stderr=subprocess.STDOUT)
+        agent = start_agent(config, work)
         procs.append(agent)
         time.sleep(args.warmup)
         if agent.poll() is not None:
             print("agent exited; see", work / "agent.log", file=sys.stderr)
             return 1
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        before = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        before = scrape(metrics_port)
         cpu0, sim0, t0 = cpu_seconds(agent.pid), cpu_seconds(sim.pid), time.monotonic()
         measuring.set()
         rss = []
@@ -116,7 +109,7 @@ def main() -> int:
             rss.append(rss_mb(agent.pid))
         measuring.clear()
         cpu1, sim1, t1 = cpu_seconds(agent.pid), cpu_seconds(sim.pid), time.monotonic()
-        after = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        after = scrape(metrics_port)
         agent.send_signal(signal.SIGTERM)
         agent.wait(60)
     finally:

@@ -35,7 +35,7 @@ import pytest
 
 from agent.config.loader import ConfigError, ConfigInvalid, LoadedConfig, load_config
 from agent.config.schema import full_schema
-from drivers.opcua.config import OpcUaConnection
+from drivers.opcua.config import OpcUaConnection, default_application_uri
 from drivers.registry import DRIVERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -591,7 +591,9 @@ def test_security_and_auth_defaults(tmp_path: Path) -> None:
     assert (sec.policy, sec.mode, sec.certificate, sec.private_key, sec.trust) == (
         "None", "None", None, None, None)
     assert sec.trust_on_first_use is False
-    assert sec.application_uri.startswith("urn:") and sec.application_uri.endswith(":edge-agent")
+    assert sec.application_uri is None  # then: the URI in the certificate, else the default
+    assert default_application_uri().startswith("urn:")
+    assert default_application_uri().endswith(":edge-agent")
     auth = conn.auth
     assert (auth.username, auth.password_env, auth.password_file, auth.certificate) == (
         None, None, None, None)

@@ -35,10 +35,13 @@ class Agent:
             get_logger(component="buffer"), self.metrics)
         self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
                              get_logger(component="uplink"), self.password, config.root)
+        # Connections machines share (a serial bus with several units), by the drivers' keys.
+        self.shared: dict[str, Any] = {}
+        self.metrics.watch_buses(self.shared)
         self.machines = [
             MachineRunner(m, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, m.model),
                           self.buffer.append, codec, self.state, self.metrics,
-                          get_logger(machine=m.id))
+                          get_logger(machine=m.id), self.shared)
             for m in config.machines if m.model.enabled
         ]
 

@@ -37,7 +37,7 @@ async def acquire_once(machine: MachineConfig, settle: float | None = None) -> l
     when the device cannot be reached."""
     groups = machine.signals_by_group()
     intervals = {g: machine.model.poll[g] for g in groups}
-    driver = machine.spec.factory(machine.model.connection, groups, intervals)
+    driver = machine.spec.factory(machine.model.connection, groups, intervals, {})
     position = {id(sig): i for i, sig in enumerate(machine.model.signals)}
     out: list[Acquired] = []
     await driver.connect()

@@ -35,8 +35,7 @@ class MachineRunner:
 
     def __init__(self, machine: MachineConfig, base_topic: str,
                  sink: Callable[[Batch], bool], codec: PayloadCodec, state: StateCache,
-                 metrics: Any,
-                 log: Any) -> None:
+                 metrics: Any, log: Any, shared: dict[str, Any]) -> None:
         self.machine = machine
         self.id = machine.id
         self._telemetry_topic = base_topic + "/telemetry"
@@ -46,13 +45,14 @@ class MachineRunner:
         self._groups = machine.signals_by_group()
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
+        self._shared = shared
 
     async def run(self) -> None:
         # Lines that drivers and libraries log from this task (and the tasks it starts)
         # carry the machine id.
         structlog.contextvars.bind_contextvars(machine=self.id)
         driver = self.machine.spec.factory(self.machine.model.connection, self._groups,
-                                           self._intervals)
+                                           self._intervals, self._shared)
         normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}
         meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
         link = _Link(driver, self._log)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
                     0.25, 0.5, 1, 2.5, 5, 10)
@@ -58,7 +61,32 @@ class Metrics:
         self.uplink_reconnects = Counter(p + "uplink_connects", "Successful broker connections",
                                          registry=r)
 
+    def watch_buses(self, shared: Mapping[str, Any]) -> None:
+        """Report the shared lines (serial buses) drivers keep in `shared`."""
+        self.registry.register(_BusCollector(shared))
+
     def serve(self, listen: str) -> None:
         """Expose /metrics on host:port (in prometheus-client's own thread)."""
         host, _, port = listen.rpartition(":")
         start_http_server(int(port), addr=host, registry=self.registry)
+
+
+class _BusCollector:
+    """Time each shared line was busy, read when scraped; its rate is the bus utilisation."""
+
+    def __init__(self, shared: Mapping[str, Any]) -> None:
+        self._shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "edge_agent_bus_busy_seconds",
+            "Time a shared line (serial bus) carried requests and replies; rate() = utilisation",
+            labels=["bus"])
+        for resource in list(self._shared.values()):
+            busy = getattr(resource, "busy_seconds", None)
+            if busy is not None:
+                family.add_metric([resource.name], busy)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -76,8 +76,14 @@ class Driver(Protocol):
         call. None for a polled group, which the agent reads with `read` instead."""
 
 
-# (connection, signals by poll group, poll interval in seconds by group) -> driver
-DriverFactory = Callable[[Any, Mapping[str, Sequence[Any]], Mapping[str, float]], Driver]
+# (connection, signals by poll group, poll interval in seconds by group, shared) -> driver.
+# `shared` is one dict per agent, the same for every machine: drivers of different machines
+# find a connection they must share (a serial bus) in it under a key of their choosing.
+DriverFactory = Callable[[Any, Mapping[str, Sequence[Any]], Mapping[str, float],
+                          dict[str, Any]], Driver]
+# A connection shared by several machines: (key, settings they must agree on, the machine's
+# own address on it that no other may use, e.g. a unit id) or None.
+SharedResource = Callable[[Any], tuple[str, Any, Any] | None]
 # Cross-field checks of one machine at load time: (connection, signals, poll groups) ->
 # [(location inside the machine file, message)], e.g. (("signals", 3, "mode"), "...").
 MachineCheck = Callable[[Any, Sequence[Any], Mapping[str, float]],
@@ -97,3 +103,11 @@ class DriverSpec:
     signal_model: type[BaseModel]
     factory: DriverFactory
     check: MachineCheck | None = None
+    shared_resource: SharedResource | None = None
+
+
+class BusMeter(Protocol):
+    """A shared connection the agent reports on (utilisation of a serial bus)."""
+
+    name: str
+    busy_seconds: float  # time the line carried a request, a reply or a guard interval

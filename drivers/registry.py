@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drivers.base import DriverSpec
-from drivers.modbus.driver import MODBUS_TCP
+from drivers.modbus.driver import MODBUS_RTU, MODBUS_RTU_TCP, MODBUS_TCP
 from drivers.opcua.spec import OPCUA
 
-DRIVERS: dict[str, DriverSpec] = {spec.protocol: spec for spec in (MODBUS_TCP, OPCUA)}
+DRIVERS: dict[str, DriverSpec] = {spec.protocol: spec for spec in (MODBUS_TCP, MODBUS_RTU, MODBUS_RTU_TCP, OPCUA)}

@@ -310,11 +310,11 @@ CASES: list[Case] = [
          (f"{F}:3: area: 'stamping+' does not match the pattern ^[A-Za-z0-9][A-Za-z0-9_.-]*$",)),
     # ---------------------------------------------------------------- connection
     Case("unknown-protocol", folder(machine(GOOD_SIGNAL, head=swap("  protocol: modbus-tcp\n",
-                                                                   "  protocol: modbus-rtu\n"))),
-         (Prefix(f"{F}:6: connection.protocol:", "'modbus-rtu' is not one of modbus-tcp"),)),
+                                                                   "  protocol: profibus\n"))),
+         (Prefix(f"{F}:6: connection.protocol:", "'profibus' is not one of modbus-rtu"),)),
     Case("missing-protocol", folder(machine(GOOD_SIGNAL, head=swap("  protocol: modbus-tcp\n",
                                                                    "  # protocol?\n"))),
-         (Prefix(f"{F}:5: connection.protocol:", "required field is missing (one of modbus-tcp"),)),
+         (Prefix(f"{F}:5: connection.protocol:", "required field is missing (one of modbus-rtu, modbus-rtu-tcp, modbus-tcp"),)),
     Case("port-out-of-range", folder(machine(GOOD_SIGNAL, head=swap("  port: 5020\n",
                                                                     "  port: 70000\n"))),
          (f"{F}:8: connection.port: 70000: input should be less than or equal to 65535",)),
@@ -459,7 +459,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
             GOOD_SIGNAL,
             head=swap("id: press-07\n", "id: press-08\n")
             .replace("family: press\n", "family: lathe\n")
-            .replace("  protocol: modbus-tcp\n", "  protocol: modbus-rtu\n"),
+            .replace("  protocol: modbus-tcp\n", "  protocol: modbus-rtx\n"),
         ),
         "machines.d/press-09.yaml": machine(
             GOOD_SIGNAL,                                                      # 12
@@ -479,7 +479,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         f"{F}:13: signals[1].address: 'co:1.3': a bit index only applies to registers (hr, ir)",
         f"{F}:14: signals[2].scael: unknown field (did you mean 'scale'?)",
         Prefix("machines.d/press-08.yaml:2: family:", "'lathe' is not one of cnc, press"),
-        Prefix("machines.d/press-08.yaml:6: connection.protocol:", "'modbus-rtu' is not one of"),
+        Prefix("machines.d/press-08.yaml:6: connection.protocol:", "'modbus-rtx' is not one of"),
         "machines.d/press-09.yaml:13: signals[1]: type string needs a length (characters), "
         "e.g. type: string(16)",
         "machines.d/press-09.yaml:14: signals[2].name: 'cycle.count' is already defined at "

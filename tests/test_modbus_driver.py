@@ -1,4 +1,4 @@
-"""End-to-end tests of ModbusTcpDriver (pymodbus client) against the project's own,
+"""End-to-end tests of the Modbus TCP driver (pymodbus client) against the project's own,
 independently written Modbus TCP simulator server, in-process on 127.0.0.1.
 
 Register contents are written into the simulator's RegisterBank as literal words; the
@@ -20,7 +20,7 @@ import pytest
 
 from drivers.base import RawSample
 from drivers.modbus.config import ModbusSignalFields, ModbusTcpConnection
-from drivers.modbus.driver import ModbusTcpDriver
+from drivers.modbus.driver import MODBUS_TCP, ModbusDriver
 from simulators.modbus_model import RegisterBank, Table
 from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
 
@@ -57,16 +57,17 @@ def make_conn(port: int, **extra: Any) -> ModbusTcpConnection:
 
 
 def make_driver(port: int, groups: dict[str, Sequence[dict[str, Any]]],
-                **extra: Any) -> ModbusTcpDriver:
-    return ModbusTcpDriver(
+                **extra: Any) -> ModbusDriver:
+    return MODBUS_TCP.factory(  # type: ignore[return-value]
         make_conn(port, **extra),
         {name: [ModbusSignalFields.model_validate(s) for s in sigs] for name, sigs in groups.items()},
+        {}, {},
     )
 
 
 @asynccontextmanager
 async def connected_driver(port: int, groups: dict[str, Sequence[dict[str, Any]]],
-                           **extra: Any) -> AsyncIterator[ModbusTcpDriver]:
+                           **extra: Any) -> AsyncIterator[ModbusDriver]:
     driver = make_driver(port, groups, **extra)
     await driver.connect()
     assert driver.connected
@@ -277,7 +278,7 @@ async def test_example_press_config_against_the_press_simulator() -> None:
     groups = press.signals_by_group()
     async with serve(PressDevice(PressConfig(spm=30, seed=1))) as server:
         conn = press.model.connection.model_copy(update={"port": server.port})
-        driver = press.spec.factory(conn, groups, {})
+        driver = press.spec.factory(conn, groups, {}, {})
         await driver.connect()
         try:
             before = server.request_count

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drivers.modbus.config import ModbusSignalFields, ModbusTcpConnection, parse_address
-from drivers.modbus.driver import GroupPlan, ModbusTcpDriver
+from drivers.modbus.driver import MODBUS_TCP, GroupPlan
 from drivers.modbus.planner import Block, PlanPoint, plan_reads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -371,7 +371,7 @@ def test_driver_request_count_per_group() -> None:
         "b": make_signals({"address": "hr:0"}, {"address": "ir:0"}, {"address": "co:0"},
                           {"address": "di:0"}),
     }
-    driver = ModbusTcpDriver(make_conn(), groups)
+    driver = MODBUS_TCP.factory(make_conn(), groups, {}, {})
     assert driver.request_count("a") == 1
     assert driver.request_count("b") == 4
     assert driver.connected is False
@@ -395,7 +395,7 @@ def test_example_press_config_needs_few_requests() -> None:
     assert slow.size == len(groups["slow"])
     assert len(fast.blocks) <= 2
     assert len(slow.blocks) <= 3
-    driver = press.spec.factory(conn, groups, {})
+    driver = press.spec.factory(conn, groups, {}, {})
     assert driver.request_count("fast") == len(fast.blocks)
     assert driver.request_count("slow") == len(slow.blocks)
     # every planned block respects the request limits

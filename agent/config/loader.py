@@ -107,9 +107,38 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
                 continue
             seen[machine.id] = rel
             machines.append(machine)
+        _check_shared(machines, root, errors)
     if errors or agent is None:
         raise ConfigInvalid(errors)
     return LoadedConfig(root, agent, machines)
+
+
+def _check_shared(machines: list[MachineConfig], root: Path, errors: list[ConfigError]) -> None:
+    """Machines on one shared line (a serial bus) must agree on its settings and may not
+    use the same address on it."""
+    lines: dict[str, tuple[Any, str]] = {}
+    members: dict[tuple[str, Any], str] = {}
+    for machine in machines:
+        if machine.spec.shared_resource is None:
+            continue
+        shared = machine.spec.shared_resource(machine.model.connection)
+        if shared is None:
+            continue
+        key, settings, member = shared
+        rel = _rel(machine.source, root)
+        first = lines.setdefault(key, (settings, rel))
+        line = load_yaml(machine.source).line_of(["connection"])
+        if first[0] != settings:
+            differ = ", ".join(f"{k} {first[0][k]!r}" for k in first[0]
+                               if first[0][k] != settings.get(k))
+            errors.append(ConfigError(rel, line, "connection",
+                                      f"shares its line with {first[1]}, which sets {differ}: "
+                                      "every unit on one line needs the same settings"))
+        elif member is not None:
+            other = members.setdefault((key, member), rel)
+            if other != rel:
+                errors.append(ConfigError(rel, line, "connection.unit_id",
+                                          f"unit {member} on this line is already polled by {other}"))
 
 
 def _rel(path: Path, root: Path) -> str:

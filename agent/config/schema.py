@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from agent.config.models import AgentFile, machine_model
@@ -31,8 +32,14 @@ def _machine_schema(models: list[Any]) -> dict[str, Any]:
     first = defs[models[0].__name__]
     properties = dict(first["properties"])
     properties["connection"] = {"oneOf": [defs[m.__name__]["properties"]["connection"] for m in models]}
-    properties["signals"] = {"type": "array", "minItems": 1, "items": {"oneOf": [
-        defs[m.__name__]["properties"]["signals"]["items"] for m in models]}}
+    # Protocols that share a signal model (the Modbus family) list it once.
+    items: dict[str, Any] = {}
+    for m in models:
+        ref = defs[m.__name__]["properties"]["signals"]["items"]
+        body = {k: v for k, v in defs[ref["$ref"].rsplit("/", 1)[1]].items() if k != "title"}
+        items.setdefault(json.dumps(body, sort_keys=True), ref)
+    properties["signals"] = {"type": "array", "minItems": 1,
+                             "items": {"oneOf": list(items.values())}}
     return {"type": "object", "properties": properties, "required": first["required"],
             "additionalProperties": False,
             "oneOf": refs, "$defs": defs}

@@ -60,14 +60,11 @@ def parse_address(text: str) -> Address:
     return Address(table, index)  # type: ignore[arg-type]
 
 
-class ModbusTcpConnection(BaseModel):
-    """`connection:` block of a machine polled over Modbus TCP."""
+class _ModbusConnection(BaseModel):
+    """Fields every Modbus connection has: the unit, the timeout and the read planner's limits."""
 
     model_config = ConfigDict(extra="forbid")
 
-    protocol: Literal["modbus-tcp"]
-    host: str = Field(min_length=1)
-    port: int = Field(502, ge=1, le=65535)
     unit_id: int = Field(1, ge=0, le=255)
     timeout: Duration = Field(1.0, gt=0, description="per request")
     max_gap: int = Field(
@@ -80,6 +77,55 @@ class ModbusTcpConnection(BaseModel):
     )
     max_registers: int = Field(125, ge=1, le=125, description="registers per request")
     max_bits: int = Field(2000, ge=1, le=2000, description="coils/inputs per request")
+
+
+class ModbusTcpConnection(_ModbusConnection):
+    """`connection:` block of a machine polled over Modbus TCP."""
+
+    protocol: Literal["modbus-tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+
+
+class ModbusRtuConnection(_ModbusConnection):
+    """`connection:` block of a unit on an RS-485/RS-232 line (Modbus RTU). Several machine
+    files may name the same port: the agent shares one connection and serialises requests."""
+
+    protocol: Literal["modbus-rtu"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(19200, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = Field("E", description="the Modbus default is even")
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    inter_frame_delay: Duration | None = Field(
+        None, ge=0, le=1, description="silence after each reply before the next request; "
+        "default 3.5 character times (1.75 ms above 19200 baud)")
+
+    def character_time(self) -> float:
+        """Seconds one character occupies the line: start, data, parity, stop bits."""
+        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return bits / self.baudrate
+
+    def frame_gap(self) -> float:
+        if self.inter_frame_delay is not None:
+            return self.inter_frame_delay
+        return 0.00175 if self.baudrate > 19200 else 3.5 * self.character_time()
+
+    def bus_settings(self) -> tuple[int, str, int, int]:
+        return (self.baudrate, self.parity, self.stopbits, self.bytesize)
+
+
+class ModbusRtuTcpConnection(_ModbusConnection):
+    """`connection:` block of a unit behind a serial-to-Ethernet converter: RTU frames on a
+    TCP socket. Machine files naming the same host and port share one connection."""
+
+    protocol: Literal["modbus-rtu-tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(4001, ge=1, le=65535)
+    inter_frame_delay: Duration = Field(0.002, ge=0, le=1, description="silence after each reply")
+
+    def frame_gap(self) -> float:
+        return self.inter_frame_delay
 
 
 class ModbusSignalFields(BaseModel):

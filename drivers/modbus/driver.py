@@ -1,16 +1,21 @@
-"""Modbus TCP driver: plans each poll group once, then reads block by block."""
+"""Modbus driver (TCP, RTU on a serial line, RTU over TCP): plans each poll group once,
+then reads block by block through the protocol's transport."""
 
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from drivers.base import (COMM_FAILURE, MALFORMED_REPLY, TIMEOUT, Drained, DriverSpec,
                           RawSample)
 from drivers.modbus.codec import BlockCodec, MalformedReply, point_codec
-from drivers.modbus.config import ModbusSignalFields, ModbusTcpConnection
+from drivers.modbus.bus import rtu_over_tcp_bus, serial_bus
+from drivers.modbus.config import (ModbusRtuConnection, ModbusRtuTcpConnection,
+                                   ModbusSignalFields, ModbusTcpConnection)
 from drivers.modbus.planner import Block, PlanPoint, plan_reads
-from drivers.modbus.transport import DeviceException, ModbusTcpTransport
+from drivers.modbus.transport import DeviceException, ModbusTcpTransport, RtuUnitTransport
+
+ModbusConnection = ModbusTcpConnection | ModbusRtuConnection | ModbusRtuTcpConnection
 
 
 class GroupPlan:
@@ -18,7 +23,7 @@ class GroupPlan:
 
     __slots__ = ("size", "blocks")
 
-    def __init__(self, signals: Sequence[ModbusSignalFields], conn: ModbusTcpConnection) -> None:
+    def __init__(self, signals: Sequence[ModbusSignalFields], conn: ModbusConnection) -> None:
         self.size = len(signals)
         points = [
             PlanPoint(i, sig.parsed_address(), 1 if sig.parsed_address().is_bit_table
@@ -40,12 +45,20 @@ class GroupPlan:
             self.blocks.append((block, BlockCodec(block, codecs)))
 
 
-class ModbusTcpDriver:
-    """One machine over Modbus TCP. Never raises for device trouble: bad samples instead."""
+class Transport(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    async def connect(self) -> None: ...
+    def close(self) -> None: ...
+    async def read(self, table: str, start: int, count: int) -> Sequence[int] | Sequence[bool]: ...
 
-    def __init__(self, conn: ModbusTcpConnection,
-                 groups: Mapping[str, Sequence[ModbusSignalFields]]) -> None:
-        self._transport = ModbusTcpTransport(conn.host, conn.port, conn.unit_id, conn.timeout)
+
+class ModbusDriver:
+    """One machine (one unit) over Modbus. Never raises for device trouble: bad samples."""
+
+    def __init__(self, conn: ModbusConnection, groups: Mapping[str, Sequence[ModbusSignalFields]],
+                 transport: Transport) -> None:
+        self._transport = transport
         self._plans = {name: GroupPlan(signals, conn) for name, signals in groups.items()}
 
     @property
@@ -92,9 +105,34 @@ class ModbusTcpDriver:
         return samples  # type: ignore[return-value]
 
 
-def _build(conn: ModbusTcpConnection, groups: Mapping[str, Sequence[ModbusSignalFields]],
-           intervals: Mapping[str, float]) -> ModbusTcpDriver:
-    return ModbusTcpDriver(conn, groups)
+def _tcp(conn: ModbusTcpConnection, groups: Mapping[str, Sequence[ModbusSignalFields]],
+         intervals: Mapping[str, float], shared: dict[str, Any]) -> ModbusDriver:
+    transport = ModbusTcpTransport(conn.host, conn.port, conn.unit_id, conn.timeout)
+    return ModbusDriver(conn, groups, transport)
 
 
-MODBUS_TCP = DriverSpec("modbus-tcp", ModbusTcpConnection, ModbusSignalFields, _build)
+def _rtu(conn: ModbusRtuConnection | ModbusRtuTcpConnection,
+         groups: Mapping[str, Sequence[ModbusSignalFields]], intervals: Mapping[str, float],
+         shared: dict[str, Any]) -> ModbusDriver:
+    key, _, _ = _line(conn)
+    bus = shared.get(key)
+    if bus is None:
+        bus = shared[key] = (serial_bus(conn) if isinstance(conn, ModbusRtuConnection)
+                             else rtu_over_tcp_bus(conn))
+    return ModbusDriver(conn, groups, RtuUnitTransport(bus, conn.unit_id, conn.timeout))
+
+
+def _line(conn: ModbusRtuConnection | ModbusRtuTcpConnection) -> tuple[str, Any, Any]:
+    """The shared line of a unit, the settings every unit on it must agree on, its unit id."""
+    if isinstance(conn, ModbusRtuConnection):
+        return (f"modbus-rtu:{conn.port}",
+                {"baudrate": conn.baudrate, "parity": conn.parity, "stopbits": conn.stopbits,
+                 "bytesize": conn.bytesize}, conn.unit_id)
+    return f"modbus-rtu-tcp:{conn.host}:{conn.port}", {}, conn.unit_id
+
+
+MODBUS_TCP = DriverSpec("modbus-tcp", ModbusTcpConnection, ModbusSignalFields, _tcp)
+MODBUS_RTU = DriverSpec("modbus-rtu", ModbusRtuConnection, ModbusSignalFields, _rtu,
+                        shared_resource=_line)
+MODBUS_RTU_TCP = DriverSpec("modbus-rtu-tcp", ModbusRtuTcpConnection, ModbusSignalFields, _rtu,
+                            shared_resource=_line)

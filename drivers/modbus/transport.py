@@ -1,14 +1,18 @@
-"""Modbus TCP transport on pymodbus's asyncio client: one connection, typed failures."""
+"""Modbus transports on pymodbus's asyncio clients, with typed failures: TCP (one
+connection per machine) and a unit on a shared RTU line (see bus.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from drivers.modbus.codec import MalformedReply
+
+if TYPE_CHECKING:
+    from drivers.modbus.bus import ModbusBus
 
 _FUNCTION_CODES = {"co": 1, "di": 2, "hr": 3, "ir": 4}
 
@@ -84,14 +88,7 @@ class ModbusTcpTransport:
         client = self._client
         if client is None or not client.connected:
             raise ConnectionError("not connected")
-        if table == "hr":
-            call = client.read_holding_registers(start, count=count, device_id=self._unit)
-        elif table == "ir":
-            call = client.read_input_registers(start, count=count, device_id=self._unit)
-        elif table == "co":
-            call = client.read_coils(start, count=count, device_id=self._unit)
-        else:
-            call = client.read_discrete_inputs(start, count=count, device_id=self._unit)
+        call = request(client, table, start, count, self._unit)
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await call
@@ -108,8 +105,62 @@ class ModbusTcpTransport:
         except (ConnectionError, OSError):
             self.close()
             raise
-        if reply.isError():
-            raise DeviceException(getattr(reply, "exception_code", 0))
-        if reply.function_code != _FUNCTION_CODES[table]:
-            raise MalformedReply(f"reply function code {reply.function_code}")
-        return reply.bits if table in ("co", "di") else reply.registers
+        return result(reply, table)
+
+
+def request(client: Any, table: str, start: int, count: int, unit: int) -> Any:
+    """The pymodbus call (a coroutine) that reads one block."""
+    if table == "hr":
+        return client.read_holding_registers(start, count=count, device_id=unit)
+    if table == "ir":
+        return client.read_input_registers(start, count=count, device_id=unit)
+    if table == "co":
+        return client.read_coils(start, count=count, device_id=unit)
+    return client.read_discrete_inputs(start, count=count, device_id=unit)
+
+
+def result(reply: Any, table: str) -> Sequence[int] | Sequence[bool]:
+    """The values of a reply, or DeviceException / MalformedReply."""
+    if reply.isError():
+        raise DeviceException(getattr(reply, "exception_code", 0))
+    if reply.function_code != _FUNCTION_CODES[table]:
+        raise MalformedReply(f"reply function code {reply.function_code}")
+    return reply.bits if table in ("co", "di") else reply.registers  # type: ignore[no-any-return]
+
+
+class RtuUnitTransport:
+    """One unit on a shared RTU line. A unit that does not answer is marked down (the
+    agent then backs it off) while the line stays open for the other units."""
+
+    def __init__(self, bus: ModbusBus, unit_id: int, timeout: float) -> None:
+        self._bus, self._unit, self._timeout = bus, unit_id, timeout
+        self._down = True
+        self._attached = False
+
+    @property
+    def connected(self) -> bool:
+        return not self._down and self._bus.is_open
+
+    async def connect(self) -> None:
+        if not self._attached:
+            self._bus.attach()
+            self._attached = True
+        await self._bus.open()
+        self._down = False
+
+    def close(self) -> None:
+        self._down = True
+        if self._attached:
+            self._attached = False
+            self._bus.detach()
+
+    async def read(self, table: str, start: int, count: int) -> Sequence[int] | Sequence[bool]:
+        """Like ModbusTcpTransport.read; a timeout marks only this unit down."""
+        try:
+            return await self._bus.read(self._unit, table, start, count, self._timeout)
+        except TimeoutError:
+            self._down = True
+            raise
+        except ConnectionError:
+            self._down = True
+            raise

@@ -3,14 +3,14 @@ validating or running Modbus-only configs does not pay for it."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from drivers.base import Driver, DriverSpec
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields, check_machine
 
 
 def _build(conn: OpcUaConnection, groups: Mapping[str, Sequence[OpcUaSignalFields]],
-           intervals: Mapping[str, float]) -> Driver:
+           intervals: Mapping[str, float], shared: dict[str, Any]) -> Driver:
     from drivers.opcua.driver import OpcUaDriver
     return OpcUaDriver(conn, groups, intervals)
 

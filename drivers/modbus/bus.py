@@ -10,6 +10,7 @@ be discarded instead of being taken for the next unit's answer.
 from __future__ import annotations
 
 import asyncio
+import termios
 from typing import Any, Callable, Sequence
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -62,6 +63,9 @@ class ModbusBus:
             try:
                 async with asyncio.timeout(self._open_timeout):
                     ok = await client.connect()
+            except termios.error as exc:  # the port refuses the line settings
+                self._close()
+                raise ConnectionError(f"cannot configure {self.name}: {exc}") from None
             except BaseException:
                 self._close()
                 raise

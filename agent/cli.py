@@ -16,7 +16,8 @@ from agent import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 SIMULATORS = {"press": "simulators.press", "cnc": "simulators.cnc",
-              "injection": "simulators.injection"}
+              "injection": "simulators.injection", "forging": "simulators.forging",
+              "serial": "simulators.serial_ascii"}
 
 
 def _parser() -> argparse.ArgumentParser:

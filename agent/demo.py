@@ -1,5 +1,6 @@
-"""`edge-agent demo`: simulators (press, CNC, injection moulding) + local mosquitto + agent +
-live readings, one command."""
+"""`edge-agent demo`: simulators (press, CNC, injection moulding, a forging line on a serial
+bus, a tonnage monitor and a temperature controller) + local mosquitto + agent + live
+readings, one command."""
 
 from __future__ import annotations
 
@@ -34,13 +35,31 @@ def examples_dir() -> Path:
 KEY_SIGNALS = ("machine.execution.code", "cycle.count", "press.crank_angle",
                "press.force.total_peak", "motor.current", "program.name",
                "spindle.speed.actual", "part_count.good", "cycle.time", "imm.cushion",
-               "imm.injection_pressure.peak", "temperature.barrel.zone1")
-# (simulator module, machine file, text of the example's address, faster clock for a demo)
-SIMULATORS: tuple[tuple[str, str, str, list[str]], ...] = (
+               "imm.injection_pressure.peak", "temperature.barrel.zone1",
+               "forging.force.peak", "forging.blow_energy", "temperature.billet_exit",
+               "billet.weight", "press.stroke_count", "temperature.zone1")
+# Network simulators: (module, machine file, text of the example's address, options).
+NETWORK_SIMULATORS: tuple[tuple[str, str, str, list[str]], ...] = (
     ("simulators.press", "press.yaml", "port: 5020", []),
     ("simulators.cnc", "cnc.yaml", "127.0.0.1:4840", ["--time-scale", "4"]),
     ("simulators.injection", "injection.yaml", "127.0.0.1:4841", ["--time-scale", "3"]),
 )
+# Serial simulators on a pty each: (arguments, machine files, the example's port).
+SERIAL_SIMULATORS: tuple[tuple[list[str], list[str], str], ...] = (
+    (["simulators.forging", "--pty", "--parity", "N", "--time-scale", "2"],
+     ["forging-press.yaml", "forging-heater.yaml", "forging-scale.yaml"], "/dev/ttyUSB0"),
+    (["simulators.serial_ascii", "tonnage", "--pty"], ["tonnage.yaml"], "/dev/ttyUSB1"),
+    (["simulators.serial_ascii", "tempctl", "--pty"], ["tempctl.yaml"], "/dev/ttyUSB2"),
+)
+
+
+def _listening_on(proc: subprocess.Popen[bytes]) -> str:
+    """The device a pty simulator announces; its later output is drained in a thread."""
+    line = proc.stdout.readline().decode(errors="replace").strip()  # type: ignore[union-attr]
+    if " listening on " not in line:
+        raise RuntimeError(f"simulator did not start: {line!r}")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
+    return line.rsplit(" ", 1)[1]
 
 
 def _format(batch: dict[str, Any]) -> str | None:
@@ -79,7 +98,7 @@ def run_demo(duration: float | None) -> int:
                           .replace('listen: "127.0.0.1:9108"', "listen: null")
                           .replace("format: auto", "format: json"))
     sim_ports = {}
-    for module, machine_file, address, _ in SIMULATORS:
+    for module, machine_file, address, _ in NETWORK_SIMULATORS:
         port = sim_ports[module] = free_port()
         path = config / "machines.d" / machine_file
         new = f"port: {port}" if address.startswith("port") else f"127.0.0.1:{port}"
@@ -93,12 +112,22 @@ def run_demo(duration: float | None) -> int:
         procs.append(subprocess.Popen([broker_bin, "-c", str(work / "mosquitto.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(broker_port, procs[-1], "mosquitto")
-        for module, _, _, extra in SIMULATORS:
+        for module, _, _, extra in NETWORK_SIMULATORS:
             procs.append(subprocess.Popen([sys.executable, "-m", module, "--port",
                                            str(sim_ports[module]), *extra],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for (module, _, _, _), proc in zip(SIMULATORS, procs[1:]):
+        for (module, _, _, _), proc in zip(NETWORK_SIMULATORS, procs[1:]):
             wait_port(sim_ports[module], proc, module, timeout=30)
+        devices = []
+        for args, files, example_port in SERIAL_SIMULATORS:
+            proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            device = _listening_on(proc)  # "<kind> listening on /dev/pts/N"
+            devices.append(device)
+            for name in files:
+                path = config / "machines.d" / name
+                path.write_text(path.read_text().replace(example_port, device))
         agent_log = open(work / "agent.log", "wb")
         procs.append(subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
                                        "--state-dir", str(work / "state")],
@@ -134,7 +163,9 @@ def run_demo(duration: float | None) -> int:
             [("factory/+/+/+/+/telemetry", 1), ("factory/+/+/+/+/event", 1)])
         client.connect("127.0.0.1", broker_port)
         client.loop_start()
-        sims = ", ".join(f"{m.rsplit('.', 1)[1]} on 127.0.0.1:{p}" for m, p in sim_ports.items())
+        sims = ", ".join([f"{m.rsplit('.', 1)[1]} on 127.0.0.1:{p}" for m, p in sim_ports.items()]
+                         + [f"{a[0].rsplit('.', 1)[1]} {a[1] if a[1] != '--pty' else ''} on {d}"
+                            .replace("  ", " ") for (a, _, _), d in zip(SERIAL_SIMULATORS, devices)])
         print(f"demo: simulators {sims}; mosquitto on 127.0.0.1:{broker_port}; agent state in "
               f"{work}; Ctrl-C to stop", flush=True)
         started = time.monotonic()

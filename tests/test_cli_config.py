@@ -34,7 +34,7 @@ def test_validate_example_config_is_ok() -> None:
     result = edge_agent("validate", "-c", "config/examples")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.startswith("config/examples: OK (3 machine(s), ")
+    assert result.stdout.startswith("config/examples: OK (8 machine(s), ")
     assert result.stdout.rstrip().endswith("signal(s))")
 
 

@@ -524,7 +524,9 @@ def test_example_config_loads() -> None:
     assert config.agent.agent.id == "gw-01"
     assert config.agent.buffer.max_bytes == 1024**3
     assert config.agent.buffer.commit_interval == pytest.approx(0.05)
-    assert sorted(m.id for m in config.machines) == ["cnc-01", "imm-01", "press-01"]
+    assert sorted(m.id for m in config.machines) == [
+        "cnc-01", "forge-01", "furnace-01-tempctl", "heater-01", "imm-01", "press-01",
+        "press-01-tonnage", "scale-01"]
     press = next(m for m in config.machines if m.id == "press-01")
     assert press.spec is DRIVERS["modbus-tcp"]
     assert press.source == EXAMPLES / "machines.d" / "press.yaml"

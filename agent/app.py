@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.buffer import Buffer, buffer_path
-from agent.config.loader import LoadedConfig
+from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
 from agent.encoding import PayloadCodec
 from agent.logs import get_logger
 from agent.machine import MachineRunner, topic_base
@@ -15,6 +15,7 @@ from agent.metrics import Metrics
 from agent.state import StateCache
 from agent.supervise import supervise
 from agent.uplink import Uplink, read_password
+from drivers.registry import DRIVERS
 
 
 class Agent:
@@ -38,12 +39,67 @@ class Agent:
         # Connections machines share (a serial bus with several units), by the drivers' keys.
         self.shared: dict[str, Any] = {}
         self.metrics.watch_buses(self.shared)
-        self.machines = [
-            MachineRunner(m, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, m.model),
-                          self.buffer.append, codec, self.state, self.metrics,
-                          get_logger(machine=m.id), self.shared)
-            for m in config.machines if m.model.enabled
-        ]
+        self._codec = codec
+        self.machines = [self._runner(m) for m in config.machines if m.model.enabled]
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reload = asyncio.Event()
+
+    def _runner(self, machine: MachineConfig) -> MachineRunner:
+        cfg = self.config.agent
+        return MachineRunner(machine, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, machine.model),
+                             self.buffer.append, self._codec, self.state, self.metrics,
+                             get_logger(machine=machine.id), self.shared)
+
+    def _start(self, runner: MachineRunner) -> None:
+        self._tasks[runner.id] = asyncio.create_task(
+            supervise(f"machine:{runner.id}", runner.run, self.log.bind(machine=runner.id)),
+            name=f"machine:{runner.id}")
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the config folder again at the next opportunity."""
+        self._reload.set()
+
+    async def _apply_reload(self) -> None:
+        """Unchanged machines keep polling without a gap; changed ones restart; removed ones
+        stop; new ones start. An invalid config changes nothing: every error is logged."""
+        self._reload.clear()
+        root = self.config.root
+        try:
+            new = await asyncio.to_thread(load_config, root, DRIVERS)
+        except ConfigInvalid as exc:
+            for error in exc.errors:
+                self.log.error("reload refused: config error", error=str(error))
+            self.log.error("reload refused: keeping the running config", errors=len(exc.errors))
+            return
+        except OSError as exc:
+            self.log.error("reload refused: cannot read the config", error=str(exc))
+            return
+        if new.agent != self.config.agent:
+            self.log.warning("agent.yaml changed: machines are reloaded, the rest (MQTT, "
+                             "buffer, metrics, logging) applies at the next restart")
+        old = {r.id: r for r in self.machines}
+        wanted = {m.id: m for m in new.machines if m.model.enabled}
+        kept, started, stopped = [], [], []
+        for machine_id, runner in old.items():
+            machine = wanted.get(machine_id)
+            if machine is not None and machine.digest == runner.machine.digest:
+                kept.append(runner)
+                continue
+            await _cancel([self._tasks.pop(machine_id)])
+            stopped.append(machine_id)
+        runners = list(kept)
+        for machine_id, machine in wanted.items():
+            if machine_id in old and old[machine_id] in kept:
+                continue
+            runner = self._runner(machine)
+            runners.append(runner)
+            self._start(runner)
+            started.append(machine_id)
+        self.machines = runners
+        self.config = LoadedConfig(root, self.config.agent, list(new.machines))
+        self.log.info("config reloaded", unchanged=len(kept), started=sorted(started),
+                      stopped=sorted(set(stopped) - set(started)),
+                      restarted=sorted(set(stopped) & set(started)))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop polling, commit, drain, go offline."""
@@ -64,14 +120,17 @@ class Agent:
                       epoch=self.buffer.epoch)
         uplink_task = asyncio.create_task(
             supervise("uplink", self.uplink.run, self.log), name="uplink")
-        machine_tasks = [
-            asyncio.create_task(supervise(f"machine:{r.id}", r.run, self.log.bind(machine=r.id)),
-                                name=f"machine:{r.id}")
-            for r in self.machines
-        ]
-        await stop.wait()
+        for runner in self.machines:
+            self._start(runner)
+        stopping = asyncio.create_task(stop.wait())
+        while not stop.is_set():
+            reloading = asyncio.create_task(self._reload.wait())
+            await asyncio.wait({stopping, reloading}, return_when=asyncio.FIRST_COMPLETED)
+            reloading.cancel()
+            if self._reload.is_set() and not stop.is_set():
+                await self._apply_reload()
         self.log.info("stopping")
-        await _cancel(machine_tasks)
+        await _cancel(list(self._tasks.values()))
         if not self.buffer.alive:
             await _cancel([uplink_task])
             await self.buffer.close()

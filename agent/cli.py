@@ -285,6 +285,7 @@ def _run(config_dir: Path, state_dir: Path | None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+        loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run(stop)
 
     try:

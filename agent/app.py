@@ -9,6 +9,7 @@ from typing import Any
 from agent.buffer import Buffer, buffer_path
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
 from agent.encoding import PayloadCodec
+from agent.health import Health
 from agent.logs import get_logger
 from agent.machine import MachineRunner, topic_base
 from agent.metrics import Metrics
@@ -43,6 +44,9 @@ class Agent:
         self.machines = [self._runner(m) for m in config.machines if m.model.enabled]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reload = asyncio.Event()
+        self.health = Health(self.metrics, self.buffer, self.uplink,
+                             lambda: [(r.id, r.connected) for r in self.machines])
+        self.uplink.summary = self.health.facts
 
     def _runner(self, machine: MachineConfig) -> MachineRunner:
         cfg = self.config.agent
@@ -113,13 +117,15 @@ class Agent:
         await self.buffer.open()
         if cfg.metrics.listen:
             try:
-                self.metrics.serve(cfg.metrics.listen)
+                self.metrics.serve(cfg.metrics.listen, self.health.facts)
             except OSError as exc:
                 self.log.error("cannot serve metrics", listen=cfg.metrics.listen, error=str(exc))
         self.log.info("agent started", machines=len(self.machines), buffer=str(self.buffer.path),
                       epoch=self.buffer.epoch)
         uplink_task = asyncio.create_task(
             supervise("uplink", self.uplink.run, self.log), name="uplink")
+        health_task = asyncio.create_task(
+            supervise("health", self.health.watch_loop, self.log), name="health")
         for runner in self.machines:
             self._start(runner)
         stopping = asyncio.create_task(stop.wait())
@@ -130,7 +136,7 @@ class Agent:
             if self._reload.is_set() and not stop.is_set():
                 await self._apply_reload()
         self.log.info("stopping")
-        await _cancel(list(self._tasks.values()))
+        await _cancel([health_task, *self._tasks.values()])
         if not self.buffer.alive:
             await _cancel([uplink_task])
             await self.buffer.close()

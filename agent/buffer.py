@@ -202,6 +202,11 @@ class Buffer:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def closed(self) -> bool:
+        """True once close() began: appends are refused from then on."""
+        return self._closed
+
     async def close(self) -> None:
         """Commit what is pending, checkpoint and stop the writer thread."""
         if self._thread is None:
@@ -259,7 +264,7 @@ class Buffer:
             return
         self.committed_id = self._committed_max_id
         self._reply(opened)
-        self._publish_gauges()
+        self._publish_gauges(conn)
         try:
             self._serve(conn)
         except BaseException as exc:
@@ -366,7 +371,7 @@ class Buffer:
             break
         else:
             self._give_up(conn, "commit kept failing")
-        self._publish_gauges()
+        self._publish_gauges(conn)
 
     def _recover(self, conn: sqlite3.Connection, exc: sqlite3.Error) -> None:
         """After a failed statement or commit: roll back, and if the disk is full make room
@@ -486,9 +491,12 @@ class Buffer:
         self._log.warning(event, batches=total_batches, readings=total_readings,
                           max_bytes=self._max_bytes, machines=sorted(dropped))
 
-    def _publish_gauges(self) -> None:
+    def _publish_gauges(self, conn: sqlite3.Connection) -> None:
         self._metrics.buffer_batches.set(self._count)
         self._metrics.buffer_bytes.set(self._bytes)
+        # The oldest batch has the smallest id: a primary-key lookup, not a scan.
+        row = conn.execute("SELECT sampled_ns FROM batches ORDER BY id LIMIT 1").fetchone()
+        self._metrics.buffer_oldest_ns = row[0] if row else None
 
 
 def buffer_path(config_root: Path, configured: str, state_dir: Path | None) -> Path:

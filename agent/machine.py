@@ -46,6 +46,7 @@ class MachineRunner:
         self._intervals = {g: machine.model.poll[g] for g in self._groups}
         self._metrics = metrics
         self._shared = shared
+        self.connected = False  # the device link, as of the last poll
 
     async def run(self) -> None:
         # Lines that drivers and libraries log from this task (and the tasks it starts)
@@ -55,6 +56,9 @@ class MachineRunner:
                                            self._intervals, self._shared)
         normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}
         meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
+        if hasattr(driver, "request_observer"):  # drivers that time their requests
+            driver.request_observer = self._metrics.request_seconds.labels(
+                self.id, self.machine.spec.protocol).observe
         link = _Link(driver, self._log)
         loop = asyncio.get_running_loop()
         # Spread machines over the shortest interval so they do not all poll at once.
@@ -84,7 +88,8 @@ class MachineRunner:
                 else:
                     bad = RawSample(None, time.time_ns(), "bad", COMM_FAILURE)
                     readings = normalizers[group].apply([bad] * len(self._groups[group]))
-                meter.link.set(1 if driver.connected else 0)
+                self.connected = driver.connected
+                meter.link.set(1 if self.connected else 0)
 
                 if readings:
                     meter.count(readings)
@@ -105,6 +110,7 @@ class MachineRunner:
                     meter.overruns[group].inc(skipped)
         finally:
             await driver.close()
+            self.connected = False
             meter.link.set(0)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+import json
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily, Metric
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
@@ -60,15 +65,45 @@ class Metrics:
                                        registry=r)
         self.uplink_reconnects = Counter(p + "uplink_connects", "Successful broker connections",
                                          registry=r)
+        self.request_seconds = Histogram(p + "device_request_seconds",
+                                         "Round trip of one device request (Modbus, OPC UA Read)",
+                                         ["machine", "protocol"], buckets=_LATENCY_BUCKETS,
+                                         registry=r)
+        self.buffer_oldest_ns: int | None = None  # set by the buffer's writer
+        self.buffer_oldest_age = Gauge(p + "buffer_oldest_age_seconds",
+                                       "Age of the oldest batch waiting in the buffer", registry=r)
+        self.buffer_oldest_age.set_function(
+            lambda: 0.0 if self.buffer_oldest_ns is None
+            else max(0.0, (time.time_ns() - self.buffer_oldest_ns) / 1e9))
+        self.loop_lag = Histogram(p + "event_loop_lag_seconds",
+                                  "How late the event loop wakes a sleeping task",
+                                  buckets=_LATENCY_BUCKETS, registry=r)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, start time.
+        ProcessCollector(registry=r)
 
     def watch_buses(self, shared: Mapping[str, Any]) -> None:
         """Report the shared lines (serial buses) drivers keep in `shared`."""
         self.registry.register(_BusCollector(shared))
 
-    def serve(self, listen: str) -> None:
-        """Expose /metrics on host:port (in prometheus-client's own thread)."""
+    def serve(self, listen: str, health: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Expose /metrics and /healthz on host:port, in a thread of their own (so that a
+        stalled event loop still gets an answer: 503 with the facts)."""
         host, _, port = listen.rpartition(":")
-        start_http_server(int(port), addr=host, registry=self.registry)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ.get("PATH_INFO") == "/healthz" and health is not None:
+                facts = health()
+                body = json.dumps(facts).encode()
+                start_response("200 OK" if facts.get("healthy") else "503 Service Unavailable",
+                               [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(body)))])
+                return [body]
+            return metrics_app(environ, start_response)
+
+        server = make_server(host, int(port), app, server_class=_ThreadingServer,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
 
 
 class _BusCollector:
@@ -90,3 +125,12 @@ class _BusCollector:
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # one line per scrape on stderr would drown the agent's own logs

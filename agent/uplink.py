@@ -8,7 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agent import __version__
 from agent.backoff import Backoff
@@ -34,6 +34,9 @@ def read_password(cfg: MqttConfig, config_root: Path) -> str | None:
         except (OSError, IndexError) as exc:
             raise ValueError(f"mqtt.password_file: cannot read {path}: {exc}") from None
     return None
+
+
+STATUS_EVERY = 30.0  # seconds between refreshes of the retained status (health summary)
 
 
 def status_topic(cfg: MqttConfig, identity: AgentIdentity) -> str:
@@ -63,15 +66,20 @@ class Uplink:
         self._status_acked = asyncio.Event()
         self.connected = False
         self._closing = False
+        # The agent's health facts, published with the retained status (set by the agent).
+        self.summary: Callable[[], dict[str, Any]] | None = None
 
     def notify(self) -> None:
         """New batches were committed."""
         self._wake.set()
 
     def _status(self, online: bool) -> bytes:
-        return json.dumps({"agent": self._identity.id, "status": "online" if online else "offline",
-                           "version": __version__, "ts": time.time_ns()},
-                          separators=(",", ":")).encode()
+        status: dict[str, Any] = {"agent": self._identity.id,
+                                  "status": "online" if online else "offline",
+                                  "version": __version__, "ts": time.time_ns()}
+        if online and self.summary is not None:
+            status["health"] = self.summary()
+        return json.dumps(status, separators=(",", ":")).encode()
 
     async def run(self) -> None:
         """Connect, pump, reconnect with capped backoff and jitter; forever."""
@@ -193,12 +201,18 @@ class Uplink:
     async def _publish_state(self, conn: MqttConnection) -> None:
         # Retained last value of every signal, for twins; latest wins, so never buffered.
         # It shares the in-flight window with telemetry and only takes what is free.
+        next_status = time.monotonic() + STATUS_EVERY
         while conn.is_connected:
             for topic, payload in self._state.take_dirty(self._room() // 2):
                 if not conn.is_connected:
                     return
                 self._other.add(conn.publish(topic, payload, qos=1, retain=True))
                 await asyncio.sleep(0)  # one machine at a time: polls due meanwhile go first
+            if time.monotonic() >= next_status and self._room() > 0:
+                # The retained status carries the health summary: keep it current.
+                next_status = time.monotonic() + STATUS_EVERY
+                self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
+                self._other.add(self._status_mid)
             await asyncio.sleep(self._cfg.state_interval)
 
     async def drain(self, grace: float) -> bool:

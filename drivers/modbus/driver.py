@@ -4,7 +4,7 @@ then reads block by block through the protocol's transport."""
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from drivers.base import (COMM_FAILURE, MALFORMED_REPLY, TIMEOUT, Drained, DriverSpec,
                           RawSample)
@@ -60,6 +60,7 @@ class ModbusDriver:
                  transport: Transport) -> None:
         self._transport = transport
         self._plans = {name: GroupPlan(signals, conn) for name, signals in groups.items()}
+        self.request_observer: Callable[[float], None] | None = None  # round trip, seconds
 
     @property
     def connected(self) -> bool:
@@ -86,7 +87,10 @@ class ModbusDriver:
                 failure = COMM_FAILURE
             else:
                 try:
+                    started = time.perf_counter()
                     words = await self._transport.read(block.table, block.start, block.count)
+                    if self.request_observer is not None:
+                        self.request_observer(time.perf_counter() - started)
                     ts = time.time_ns()
                     for index, value in codec.decode(words):
                         samples[index] = RawSample(value, ts)

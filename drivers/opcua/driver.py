@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from asyncua import ua
 
@@ -71,6 +71,7 @@ class OpcUaDriver:
         # Per read group and session: (points, Read request) per chunk of resolved nodes.
         self._read_plan: dict[str, list[tuple[list[_Point], ua.ReadParameters]]] = {}
         self.rebuilds = 0  # subscriptions rebuilt after going silent (for tests and metrics)
+        self.request_observer: Callable[[float], None] | None = None  # Read round trip, s
 
     # -- Driver protocol --------------------------------------------------------------
 
@@ -108,8 +109,11 @@ class OpcUaDriver:
             failure = COMM_FAILURE
             if self._session.connected:
                 try:
+                    started = time.perf_counter()
                     async with asyncio.timeout(self._conn.timeout):
                         values = await self._session.uaclient.read(request)
+                    if self.request_observer is not None:
+                        self.request_observer(time.perf_counter() - started)
                     now_ns = time.time_ns()
                     if len(values) == len(part):
                         for p, dv in zip(part, values):

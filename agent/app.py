@@ -13,6 +13,7 @@ from agent.health import Health
 from agent.logs import get_logger
 from agent.machine import MachineRunner, topic_base
 from agent.metrics import Metrics
+from agent.sd_notify import ServiceNotify
 from agent.state import StateCache
 from agent.supervise import supervise
 from agent.uplink import Uplink, read_password
@@ -128,6 +129,7 @@ class Agent:
             supervise("health", self.health.watch_loop, self.log), name="health")
         for runner in self.machines:
             self._start(runner)
+        systemd = ServiceNotify.started(self)  # READY=1, then STATUS= and watchdog pings
         stopping = asyncio.create_task(stop.wait())
         while not stop.is_set():
             reloading = asyncio.create_task(self._reload.wait())
@@ -135,6 +137,7 @@ class Agent:
             reloading.cancel()
             if self._reload.is_set() and not stop.is_set():
                 await self._apply_reload()
+        systemd.stopping()  # STOPPING=1
         self.log.info("stopping")
         await _cancel([health_task, *self._tasks.values()])
         if not self.buffer.alive:

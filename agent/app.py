@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.buffer import Buffer, buffer_path
+from agent.commands import CommandHub
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
 from agent.encoding import PayloadCodec
 from agent.health import Health
@@ -38,6 +39,9 @@ class Agent:
             get_logger(component="buffer"), self.metrics)
         self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
                              get_logger(component="uplink"), self.password, config.root)
+        # Write-back commands (off unless write.enabled): routed from the uplink to machines.
+        self.commands = CommandHub(cfg, self.metrics, get_logger(component="write"))
+        self.uplink.attach_commands(self.commands)
         # Connections machines share (a serial bus with several units), by the drivers' keys.
         self.shared: dict[str, Any] = {}
         self.metrics.watch_buses(self.shared)
@@ -53,7 +57,7 @@ class Agent:
         cfg = self.config.agent
         return MachineRunner(machine, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, machine.model),
                              self.buffer.append, self._codec, self.state, self.metrics,
-                             get_logger(machine=machine.id), self.shared)
+                             get_logger(machine=machine.id), self.shared, commands=self.commands)
 
     def _start(self, runner: MachineRunner) -> None:
         self._tasks[runner.id] = asyncio.create_task(

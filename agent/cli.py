@@ -77,8 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     buffer.add_argument("--state-dir", type=Path)
     buffer.add_argument("--json", action="store_true", help="machine-readable output")
 
-    demo = sub.add_parser("demo", help="simulator + broker + agent + live readings")
+    demo = sub.add_parser("demo", help="simulators + broker + agent + live view, one command")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--broker", metavar="mqtt://HOST:PORT",
+                      help="use this broker instead of starting the embedded one")
+
+    status = sub.add_parser("status", help="ask the running agent how its machines, uplink and "
+                            "buffer are doing (from its metrics endpoint)")
+    status.add_argument("-c", "--config", type=Path, required=True, help="config folder")
+    status.add_argument("--state-dir", type=Path,
+                        help="the agent's --state-dir, to read the oldest buffered batch")
+    status.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between the two scrapes that give rates (default 1; 0: one)")
     return parser
 
 
@@ -105,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "demo":
         from agent.demo import run_demo
-        return run_demo(args.duration)
+        return run_demo(args.duration, args.broker)
+    if args.command == "status":
+        from agent.status import run_status
+        return run_status(args.config, args.state_dir, args.interval)
     if args.command == "validate":
         return _validate(args.config, args.online)
     if args.command == "buffer":

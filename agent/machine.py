@@ -14,6 +14,7 @@ from typing import Any, Callable
 import structlog
 
 from agent.backoff import Backoff
+from agent.commands import CommandHub
 from agent.config.loader import MachineConfig
 from agent.encoding import PayloadCodec
 from agent.model import Batch, Reading, event_stream
@@ -35,7 +36,8 @@ class MachineRunner:
 
     def __init__(self, machine: MachineConfig, base_topic: str,
                  sink: Callable[[Batch], bool], codec: PayloadCodec, state: StateCache,
-                 metrics: Any, log: Any, shared: dict[str, Any]) -> None:
+                 metrics: Any, log: Any, shared: dict[str, Any],
+                 commands: CommandHub | None = None) -> None:
         self.machine = machine
         self.id = machine.id
         self._telemetry_topic = base_topic + "/telemetry"
@@ -47,6 +49,8 @@ class MachineRunner:
         self._metrics = metrics
         self._shared = shared
         self.connected = False  # the device link, as of the last poll
+        # Write commands (agent/commands.py): run between polls, in this task, when enabled.
+        self.commands = commands
 
     async def run(self) -> None:
         # Lines that drivers and libraries log from this task (and the tasks it starts)
@@ -64,11 +68,15 @@ class MachineRunner:
         # Spread machines over the shortest interval so they do not all poll at once.
         phase = (zlib.crc32(self.id.encode()) % 1000) / 1000 * min(min(self._intervals.values()), 1.0)
         schedule = PollSchedule(self._intervals, loop.time() + phase)
+        hub = self.commands
+        inbox = hub.attach(self.machine, self._groups) if hub is not None and hub.enabled else None
         try:
             while True:
                 deadline, group = schedule.next_due()
                 delay = deadline - loop.time()
-                if delay > 0:
+                if inbox is not None:
+                    await inbox.serve(deadline, driver)  # write commands until the poll is due
+                elif delay > 0:
                     await asyncio.sleep(delay)
                 started, sampled_ns = loop.time(), time.time_ns()
                 meter.lateness.observe(max(0.0, started - deadline))
@@ -109,6 +117,8 @@ class MachineRunner:
                 if skipped:
                     meter.overruns[group].inc(skipped)
         finally:
+            if inbox is not None:
+                inbox.hub.detach(inbox)  # commands still waiting are refused
             await driver.close()
             self.connected = False
             meter.link.set(0)

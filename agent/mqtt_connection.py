@@ -8,10 +8,13 @@ buffer; a new client starts with an empty queue, so the buffer stays the one sou
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -24,9 +27,30 @@ from agent.config.models import TlsConfig
 class MqttRefused(ConnectionError):
     """The broker answered CONNACK with a failure reason."""
 
-    def __init__(self, reason: str, unsupported_protocol: bool = False) -> None:
-        super().__init__(f"broker refused the connection: {reason}")
+    # CONNACK reasons (MQTT 5 codes; paho maps the 3.1.1 return codes onto them) that a
+    # retry cannot fix: the config or the broker's user list has to change.
+    _HINTS: ClassVar[dict[int, str]] = {
+        0x85: "the broker rejects the client id (mqtt.client_id)",
+        0x86: "check mqtt.username and the password (mqtt.password_env / mqtt.password_file)",
+        0x87: "check mqtt.username, the password (mqtt.password_env / mqtt.password_file) "
+              "and the broker's ACL",
+        0x8A: "this client is banned by the broker",
+        0x8C: "the broker wants another authentication method",
+    }
+
+    def __init__(self, reason: str, unsupported_protocol: bool = False, code: int = 0) -> None:
+        hint = self._HINTS.get(code)
+        super().__init__(f"broker refused the connection: {reason}"
+                         + (f" ({hint})" if hint else ""))
         self.unsupported_protocol = unsupported_protocol
+        self.config_problem = hint is not None
+
+
+class MqttTlsError(ConnectionError):
+    """The TLS handshake failed, or the broker closed the connection with a TLS alert: a
+    certificate, CA or TLS version problem that retrying alone will not fix."""
+
+    config_problem = True
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -36,25 +60,172 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
 
 
-def tls_context(tls: TlsConfig | None, config_root: Path) -> ssl.SSLContext:
-    """Verifying TLS context (hostname checked), optional client certificate; files are
-    relative to the config folder. Raises ValueError naming the file that is wrong."""
-    def resolve(path: str | None) -> str | None:
-        return None if path is None else str(config_root / Path(path))  # absolute stays absolute
+def _config_error(config_root: Path, name: str, message: str) -> ValueError:
+    """`agent.yaml:LINE: mqtt.tls.NAME: message`, as the loader reports config errors."""
+    from agent.config.loader import AGENT_FILE, ConfigError
+    from agent.config.yaml_source import load_yaml
+    try:
+        line: int | None = load_yaml(config_root / AGENT_FILE).line_of(("mqtt", "tls", name))
+    except (OSError, ValueError):  # no readable agent.yaml: the field alone still says it
+        line = None
+    return ValueError(str(ConfigError(AGENT_FILE, line, f"mqtt.tls.{name}", message)))
+
+
+def _read_pem(config_root: Path, name: str, path: Path) -> str:
+    if not path.exists():
+        raise _config_error(config_root, name, f"{path} does not exist")
+    if not path.is_file():
+        raise _config_error(config_root, name, f"{path} is not a file")
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:  # e.g. permission denied for the agent's user
+        raise _config_error(config_root, name,
+                            f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _ssl_reason(exc: BaseException | str) -> str:
+    """An OpenSSL error (or paho's log line of one) without paho's `failed to receive on
+    socket:`, OpenSSL's `[SSL: CODE]` and Python's `(_ssl.c:1006)`."""
+    text = exc if isinstance(exc, str) else getattr(exc, "verify_message", None) or str(exc)
+    text = re.sub(r"^failed to (receive|send) on socket:\s*", "", text)
+    text = re.sub(r"^\[[A-Z0-9_]+(: [A-Z0-9_]+)?\]\s*", "", text)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text).rstrip(".")
+
+
+def tls_context(tls: TlsConfig | None, config_root: Path,
+                warn: Callable[[str], None] | None = None) -> ssl.SSLContext:
+    """The TLS context of mqtts://: the broker certificate is verified against `ca` (default:
+    the system CA store) and must name the host of the url (check_hostname, no opt-out);
+    TLS `min_version` or newer; with `cert` and `key` the client authenticates (mutual TLS).
+
+    Files are relative to the config folder. Every problem found before connecting raises
+    ValueError as `agent.yaml:LINE: mqtt.tls.FIELD: message`; `warn` gets what is allowed
+    but unwise (a private key other users can read, an expired client certificate)."""
+    def resolve(path: str | None) -> Path | None:
+        return None if path is None else config_root / Path(path).expanduser()  # absolute stays
 
     ca, cert, key = (resolve(tls.ca), resolve(tls.cert), resolve(tls.key)) if tls else (None,) * 3
-    for name, path in (("ca", ca), ("cert", cert), ("key", key)):
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"mqtt.tls.{name}: {path} does not exist")
+    if cert is not None and key is None:  # the config model requires both; a caller may not
+        raise _config_error(config_root, "key", "required with cert (mutual TLS)")
+    pem = {name: _read_pem(config_root, name, path)
+           for name, path in (("ca", ca), ("cert", cert), ("key", key)) if path is not None}
+    if "ca" in pem and "-----BEGIN CERTIFICATE-----" not in pem["ca"]:
+        raise _config_error(config_root, "ca", f"{ca} holds no PEM certificate")
+    if "cert" in pem and "-----BEGIN CERTIFICATE-----" not in pem["cert"]:
+        raise _config_error(config_root, "cert", f"{cert} holds no PEM certificate")
+    if "key" in pem:
+        if not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", pem["key"]):
+            raise _config_error(config_root, "key", f"{key} holds no PEM private key")
+        if re.search(r"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED", pem["key"]):
+            # OpenSSL would ask for the passphrase on the terminal, or fail under systemd.
+            raise _config_error(config_root, "key", f"{key} is encrypted with a passphrase: "
+                                "the agent needs it unencrypted, readable by its user only")
+        mode = key.stat().st_mode  # type: ignore[union-attr]
+        if mode & 0o004 and warn is not None:
+            warn(f"mqtt.tls.key: {key} can be read by every user of this machine "
+                 f"(mode {mode & 0o777:o}): chmod 600 it")
     try:
-        context = ssl.create_default_context(cafile=ca)
-        context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls and tls.min_version == "1.3"
-                                   else ssl.TLSVersion.TLSv1_2)
-        if cert:
-            context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"mqtt.tls: {exc}") from None
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+    except ssl.SSLError as exc:
+        raise _config_error(config_root, "ca", f"{ca} holds no valid PEM certificate "
+                            f"({_ssl_reason(exc)})") from None
+    # create_default_context sets both already; they are the promise of this function.
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls and tls.min_version == "1.3"
+                               else ssl.TLSVersion.TLSv1_2)
+    if cert is not None:
+        def no_passphrase() -> bytes:
+            raise ValueError("encrypted")
+        try:
+            context.load_cert_chain(str(cert), str(key), password=no_passphrase)
+        except ValueError:
+            raise _config_error(config_root, "key", f"{key} is encrypted with a passphrase: "
+                                "the agent needs it unencrypted, readable by its user only"
+                                ) from None
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise _config_error(config_root, "key",
+                                    f"{key} is not the private key of {cert}") from None
+            # OpenSSL says "PEM lib" for either file: find out which one it is.
+            try:
+                ssl.create_default_context(cafile=str(cert))
+            except ssl.SSLError:
+                raise _config_error(config_root, "cert", f"{cert} holds no valid PEM "
+                                    f"certificate ({_ssl_reason(exc)})") from None
+            raise _config_error(config_root, "key", f"{key} holds no valid PEM private key "
+                                f"({_ssl_reason(exc)})") from None
+        if warn is not None:
+            _warn_validity(pem["cert"], cert, warn)
     return context
+
+
+def _warn_validity(text: str, path: Path, warn: Callable[[str], None]) -> None:
+    # The broker would refuse it with a bare TLS alert; say why before the first attempt.
+    from cryptography import x509
+    try:
+        certificate = x509.load_pem_x509_certificate(text.encode())
+    except ValueError:
+        return
+    now = datetime.now(UTC)
+    if certificate.not_valid_after_utc < now:
+        warn(f"mqtt.tls.cert: {path} expired on "
+             f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    elif certificate.not_valid_before_utc > now:
+        warn(f"mqtt.tls.cert: {path} is not valid before "
+             f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is the clock right?)")
+
+
+_VERIFY_HINTS = {
+    62: "the broker certificate must name this host in its subjectAltName",   # hostname mismatch
+    64: "the broker certificate must list this IP address in its subjectAltName",  # IP mismatch
+    2: "is mqtt.tls.ca the CA that signed the broker certificate?",
+    19: "is mqtt.tls.ca the CA that signed the broker certificate?",
+    20: "is mqtt.tls.ca the CA that signed the broker certificate?",
+    21: "is mqtt.tls.ca the CA that signed the broker certificate?",
+    18: "the broker certificate is self-signed: put it (or its CA) in mqtt.tls.ca",
+}
+
+# TLS alerts the broker sends when it does not accept this client, and what they mean.
+_NEEDS_CERT = "the broker requires a client certificate: set mqtt.tls.cert and mqtt.tls.key"
+_ALERT_HINTS = (
+    ("certificate required", _NEEDS_CERT),
+    ("peer did not return a certificate", _NEEDS_CERT),
+    ("unknown ca", "the broker does not trust the CA of mqtt.tls.cert"),
+    ("certificate expired", "the broker says mqtt.tls.cert has expired"),
+    ("bad certificate", "the broker rejects mqtt.tls.cert"),
+    ("unsupported certificate", "the broker rejects mqtt.tls.cert"),
+    ("certificate revoked", "mqtt.tls.cert is revoked"),
+    ("protocol version", "the broker and mqtt.tls.min_version share no TLS version"),
+    ("unsupported protocol", "the broker and mqtt.tls.min_version share no TLS version"),
+    ("handshake failure", "the broker and the agent share no TLS version or cipher"),
+)
+
+
+def explain_tls_failure(exc: BaseException | str, host: str) -> MqttTlsError:
+    """A clear MqttTlsError from an ssl exception (or paho's log line of one)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = _VERIFY_HINTS.get(exc.verify_code or 0)
+        if hint is not None and exc.verify_code in (62, 64):
+            hint = hint.replace("this host", repr(host)).replace("this IP address", host)
+        text = f"TLS: broker certificate rejected: {_ssl_reason(exc)}"
+        return MqttTlsError(text + (f" ({hint})" if hint else ""))
+    reason = _ssl_reason(exc)
+    low = reason.lower()
+    hint = next((h for needle, h in _ALERT_HINTS if needle in low), None)
+    return MqttTlsError(f"TLS: {reason}" + (f" ({hint})" if hint else ""))
+
+
+class _LastError(logging.Handler):
+    """Keeps paho's last error log line: the only place a TLS alert that arrives after the
+    handshake (TLS 1.3: the broker refusing the client certificate) is reported."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
 
 
 class MqttConnection:
@@ -77,7 +248,13 @@ class MqttConnection:
         if username is not None:
             client.username_pw_set(username, password)
         if tls is not None:
-            client.tls_set_context(tls)
+            client.tls_set_context(tls)  # paho keeps check_hostname as the context has it
+        self._errors = _LastError()
+        # Standalone, not getLogger(): not kept in logging's registry after the connection.
+        paho_log = logging.Logger(f"paho:{client_id}", logging.ERROR)  # noqa: LOG001
+        paho_log.addHandler(self._errors)
+        client.logger = paho_log
+        self._host = ""
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
@@ -123,7 +300,7 @@ class MqttConnection:
             return
         if reason.is_failure:
             unsupported = "protocol version" in str(reason).lower()
-            self._connack.set_exception(MqttRefused(str(reason), unsupported))
+            self._connack.set_exception(MqttRefused(str(reason), unsupported, reason.value))
         else:
             # MQTT 5 brokers may cap unacknowledged QoS 1 messages (Receive Maximum); paho
             # does not enforce it, so the uplink must, or the broker disconnects it.
@@ -138,7 +315,13 @@ class MqttConnection:
         was = self.is_connected
         self.is_connected = False
         if not self._connack.done():
-            self._connack.set_exception(ConnectionError(f"connection closed before CONNACK: {reason}"))
+            detail = self._errors.message
+            if detail and ("SSL" in detail or " alert " in detail):
+                self._connack.set_exception(explain_tls_failure(detail, self._host))
+            else:
+                why = _ssl_reason(detail) if detail else reason
+                self._connack.set_exception(ConnectionError(
+                    f"connection closed before CONNACK: {why}"))
         if was:
             self._on_lost()
 
@@ -152,8 +335,13 @@ class MqttConnection:
         if self.protocol == "5":
             kwargs["clean_start"] = True
 
+        self._host = host
+
         def blocking_connect() -> None:
-            self._client.connect(host, port, **kwargs)
+            try:
+                self._client.connect(host, port, **kwargs)
+            except ssl.SSLError as exc:  # the handshake, verification included
+                raise explain_tls_failure(exc, host) from exc
 
         try:
             async with asyncio.timeout(timeout):
@@ -163,6 +351,12 @@ class MqttConnection:
             self.close()
             raise
         self._misc = asyncio.create_task(self._housekeeping(), name="mqtt-keepalive")
+
+    @property
+    def tls_version(self) -> str | None:
+        """The negotiated TLS version ("TLSv1.3"), or None on plain TCP."""
+        version = getattr(self._sock, "version", None)
+        return version() if callable(version) else None  # type: ignore[no-any-return]
 
     async def _housekeeping(self) -> None:
         # Keepalive pings and timeout detection: paho's loop_misc, once a second.
@@ -177,6 +371,31 @@ class MqttConnection:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
         return info.mid
+
+    async def subscribe(self, topic: str, qos: int,
+                        on_message: Callable[[str, bytes, bool], None],
+                        timeout: float = 10.0) -> bool:
+        """Subscribe on this connection (a new one starts with none): messages matching
+        `topic` go to on_message(topic, payload, retain), in the event loop, and are
+        acknowledged when it returns. True when the broker granted the subscription;
+        ConnectionError or TimeoutError when no SUBACK came."""
+        def deliver(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            on_message(message.topic, bytes(message.payload), bool(message.retain))
+
+        suback: asyncio.Future[bool] = self._loop.create_future()
+
+        def subscribed(client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                       properties: Any) -> None:
+            if mid == sent and not suback.done():
+                suback.set_result(bool(reasons) and not any(r.is_failure for r in reasons))
+
+        self._client.message_callback_add(topic, deliver)
+        self._client.on_subscribe = subscribed
+        rc, sent = self._client.subscribe(topic, qos=qos)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"subscribe failed: {mqtt.error_string(rc)}")
+        async with asyncio.timeout(timeout):
+            return await suback
 
     async def disconnect(self) -> None:
         """Clean DISCONNECT (the broker then discards the Will)."""

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from agent import __version__
 from agent.backoff import Backoff
 from agent.buffer import Buffer
+from agent.commands import CommandHub
 from agent.config.models import AgentIdentity, MqttConfig
 from agent.mqtt_connection import MqttConnection, MqttRefused, parse_url, tls_context
 from agent.state import StateCache
@@ -30,9 +31,12 @@ def read_password(cfg: MqttConfig, config_root: Path) -> str | None:
         path = Path(cfg.password_file)
         path = path if path.is_absolute() else config_root / path
         try:
-            return path.read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
             raise ValueError(f"mqtt.password_file: cannot read {path}: {exc}") from None
+        if not lines or not lines[0]:
+            raise ValueError(f"mqtt.password_file: {path} is empty (the password is its first line)")
+        return lines[0]
     return None
 
 
@@ -52,7 +56,11 @@ class Uplink:
         self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
         self._metrics, self._log, self._password = metrics, log, password
         self._host, self._port, use_tls = parse_url(cfg.url)
-        self._tls = tls_context(cfg.tls, config_root) if use_tls or cfg.tls else None
+        self._tls = tls_context(
+            cfg.tls, config_root,
+            lambda problem: log.warning("TLS file needs attention", problem=problem),
+        ) if use_tls or cfg.tls else None
+        self._last_error = ""  # of the last failed connect, logged again when it changes
         self._protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
         self.status_topic = status_topic(cfg, identity)
         self._wake = asyncio.Event()
@@ -68,6 +76,7 @@ class Uplink:
         self._closing = False
         # The agent's health facts, published with the retained status (set by the agent).
         self.summary: Callable[[], dict[str, Any]] | None = None
+        self.commands: CommandHub | None = None  # write commands: see attach_commands
 
     def notify(self) -> None:
         """New batches were committed."""
@@ -105,7 +114,9 @@ class Uplink:
             self._conn, self.connected = conn, True
             self._metrics.uplink_connected.set(1)
             self._metrics.uplink_reconnects.inc()
-            self._log.info("connected to broker", url=self._cfg.url, protocol=self._protocol)
+            self._log.info("connected to broker", url=self._cfg.url, protocol=self._protocol,
+                           tls=conn.tls_version)
+            self._last_error = ""
             try:
                 await self._pump(conn)
             finally:
@@ -121,8 +132,14 @@ class Uplink:
 
     async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
         delay = backoff.next()
-        log = self._log.warning if backoff.attempts <= 1 else self._log.debug
-        log("cannot connect to broker", url=self._cfg.url, error=str(exc) or repr(exc),
+        error = str(exc) or repr(exc)
+        # A TLS or credentials refusal needs a person, not a retry: say so at error level.
+        # Repeats of one failure go to debug; a different failure is logged again.
+        fix = getattr(exc, "config_problem", False)
+        log = (self._log.debug if backoff.attempts > 1 and error == self._last_error
+               else self._log.error if fix else self._log.warning)
+        self._last_error = error
+        log("cannot connect to broker", url=self._cfg.url, error=error,
             retry_in_s=round(delay, 2))
         await asyncio.sleep(delay)
 
@@ -161,6 +178,7 @@ class Uplink:
         self._other.add(self._status_mid)
         self._state.mark_all_dirty()
         state_task = asyncio.create_task(self._publish_state(conn), name="state-topic")
+        commands_task = self._subscribe_commands(conn)
         self._cursor = 0  # everything up to here was published on this connection
         try:
             while conn.is_connected:
@@ -168,6 +186,8 @@ class Uplink:
                 if self._acked:
                     self._buffer.ack(self._acked)
                     self._acked = []
+                if self.commands is not None:
+                    self._send_replies(conn)
                 room = self._room()
                 # Only ask the buffer when a commit brought something new: acks alone do not.
                 if room > 0 and self._buffer.committed_id > self._cursor:
@@ -190,9 +210,54 @@ class Uplink:
                 await self._wake.wait()
         finally:
             state_task.cancel()
+            if commands_task is not None:
+                commands_task.cancel()
             if self._acked:
                 self._buffer.ack(self._acked)
                 self._acked = []
+
+    # -- write commands (agent/commands.py): subscription and replies only ----------------
+
+    def attach_commands(self, hub: CommandHub) -> None:
+        """Receive write commands for `hub` (when it is enabled) and publish its replies."""
+        self.commands = hub
+        hub.on_reply = self.notify
+
+    def _subscribe_commands(self, conn: MqttConnection) -> asyncio.Task[None] | None:
+        # On every connection (each starts clean, with no subscription and no queued
+        # command: a command sent while the agent was away is never executed late).
+        hub = self.commands
+        if hub is None or not hub.enabled:
+            return None
+
+        async def subscribe() -> None:
+            try:
+                granted = await conn.subscribe(hub.subscription, 1, hub.submit)
+            except (ConnectionError, TimeoutError) as exc:
+                self._log.warning("cannot subscribe to write commands", topic=hub.subscription,
+                                  error=str(exc) or type(exc).__name__)
+                return
+            if granted:
+                self._log.info("subscribed to write commands", topic=hub.subscription)
+            else:
+                self._log.error("the broker refused the write command subscription (ACL?)",
+                                topic=hub.subscription)
+        return asyncio.create_task(subscribe(), name="write-commands")
+
+    def _send_replies(self, conn: MqttConnection) -> None:
+        # Replies go out directly, QoS 1, not retained, ahead of the telemetry backlog and
+        # within the in-flight window; never through the buffer (see agent/commands.py).
+        hub = self.commands
+        assert hub is not None
+        while self._room() > 0:
+            reply = hub.take_reply()
+            if reply is None:
+                return
+            try:
+                self._other.add(conn.publish(reply[0], reply[1], qos=1, retain=False))
+            except ConnectionError:
+                hub.put_back(reply)  # published after the reconnect
+                return
 
     def _room(self) -> int:
         """QoS 1 messages that may still go out unacknowledged on this connection."""

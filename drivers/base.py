@@ -8,6 +8,7 @@ trouble: a failed request becomes bad samples with a reason, in signal order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -104,6 +105,117 @@ class DriverSpec:
     factory: DriverFactory
     check: MachineCheck | None = None
     shared_resource: SharedResource | None = None
+
+
+# -- writes to devices (off unless the agent's config allows them) -------------------------
+#
+# A driver that can write implements `write` (see `Writer`); its signal model implements
+# `write_spec()`. The agent checks a command against the spec (type, range) and reverses the
+# signal's enum, scale and offset before the driver sees the value, so a driver receives a
+# raw device value of the right Python type. Writes are never retried: one command, one
+# request (a Modbus bit is a read-modify-write of its register).
+
+# Reasons a write is refused or fails (the reply's `reason`); drivers add a `detail`.
+WRONG_TYPE = "wrong_type"
+NOT_WRITABLE = "not_writable"
+NOT_CONNECTED = "not_connected"
+DEVICE_ERROR = "device_error"  # the device answered with an error, or the link broke
+
+
+class WriteRefused(Exception):
+    """A write that was not done (or not confirmed): a reason code and a human detail."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSpec:
+    """What a writable signal accepts, in raw device units.
+
+    kind: bool, int (low..high), float (low..high, finite), str (max_length characters that
+    `encoding` can encode), or any (the driver learns the type from the device and checks
+    the value itself when writing, e.g. from an OPC UA node's DataType).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    max_length: int | None = None
+    encoding: str | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("int", "float", "any")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def coerce_write(value: Value, spec: WriteSpec) -> Value:
+    """`value` as the Python type `spec` wants, or WriteRefused (wrong_type, out_of_range).
+    A float with a whole value is accepted for an int (12.0 -> 12); 12.5 is not."""
+    kind = spec.kind
+    if kind == "any":
+        return value
+    if kind == "bool":
+        if type(value) is not bool:
+            raise WriteRefused(WRONG_TYPE, "expected true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise WriteRefused(WRONG_TYPE, "expected a string")
+        if spec.max_length is not None and len(value) > spec.max_length:
+            raise WriteRefused(OUT_OF_RANGE, f"longer than {spec.max_length} characters")
+        if spec.encoding is not None:
+            try:
+                value.encode(spec.encoding)
+            except UnicodeEncodeError:
+                raise WriteRefused(WRONG_TYPE, f"characters that {spec.encoding} cannot "
+                                   "encode") from None
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WriteRefused(WRONG_TYPE, "expected a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WriteRefused(OUT_OF_RANGE, f"{value} is not a finite number")
+    number: int | float
+    if kind == "int":
+        if isinstance(value, float):
+            whole = round(value)
+            # Scaling leaves float noise (12.3 / 0.1 = 122.99999999999999); more is a fraction.
+            if abs(value - whole) > max(1e-6, abs(value) * 1e-12):
+                raise WriteRefused(WRONG_TYPE, f"raw value {value:g} is not a whole number")
+            number = int(whole)
+        else:
+            number = value
+    elif kind == "float":
+        try:
+            number = float(value)
+        except OverflowError:
+            raise WriteRefused(OUT_OF_RANGE, "too large for a float") from None
+    else:
+        raise WriteRefused(WRONG_TYPE, f"unknown value kind {kind!r}")
+    if ((spec.low is not None and number < spec.low)
+            or (spec.high is not None and number > spec.high)):
+        raise WriteRefused(OUT_OF_RANGE, f"raw value {_num(number)} is outside "
+                           f"{_num(spec.low)}..{_num(spec.high)}")
+    return number
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else str(x) if isinstance(x, int) else f"{x:g}"
+
+
+class Writer(Protocol):
+    """A driver that can write: `Driver` plus `write`. Drivers without it refuse writes."""
+
+    async def write(self, group: str, index: int, value: Value) -> None:
+        """Write the raw value of signal `index` of poll group `group` (already coerced to
+        its WriteSpec). Returns when the device confirmed it; raises WriteRefused otherwise
+        (not_connected before trying; timeout, device_error with a detail after). Called
+        from the machine's own task, between polls: never concurrently with `read`."""
 
 
 class BusMeter(Protocol):

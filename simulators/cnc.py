@@ -9,7 +9,10 @@ publishing, SIGUSR2 restarts the server, SIGTERM/SIGINT exit 0.
 Address space. Namespace ``urn:edge-agent:sim:cnc`` (index ``ns`` = 2 + extra namespaces).
 Every node below has the string NodeId ``ns=<ns>;s=<NAME>.<path with dots>`` (e.g.
 ``CNC-01.Monitoring.Spindle.ActSpeed``) and browse names in ``ns``; the path starts at
-Objects/Machines/<NAME> (folder ``s=Machines``, machine object ``s=<NAME>``). All read-only.
+Objects/Machines/<NAME> (folder ``s=Machines``, machine object ``s=<NAME>``). All read-only
+but the two overrides (FeedOverride, Spindle/Override: AccessLevel CurrentRead|CurrentWrite),
+which a client may write as an operator would turn the knob: the machine then keeps that
+override (clamped to 0..200 %) instead of drawing one per cycle. A write must carry a Double.
 
 =====================================  ==========  ===========================================
 path below Objects/Machines/<NAME>     type        meaning
@@ -57,7 +60,8 @@ SourceNode the machine object. Clearing is visible through Notification/ActiveAl
 
 Behaviour (simulated seconds = real seconds x time_scale): programs run cycles of 20-40 s made
 of operations (tool change, spindle ramp-up, cut, ramp-down); between cycles 3-5 s part change
-(ChannelState Reset, program Ended). Overrides are redrawn per cycle, about 5 % of parts are bad.
+(ChannelState Reset, program Ended). Overrides are redrawn per cycle unless written by a
+client, about 5 % of parts are bad.
 Every ``alarm_every``-th cycle (0 = never) an alarm interrupts a cut: ChannelState Interrupted,
 program Aborted, ChannelMode Manual, spindle braked, for 6 s; then 3 s reset (ChannelState
 Reset, program Stopped, ChannelMode MDI) and the next cycle. Cycle-level decisions come from
@@ -73,8 +77,10 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import Any, ClassVar
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType
 
 from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
 from simulators.opcua_machine import (
@@ -83,6 +89,7 @@ from simulators.opcua_machine import (
     add_server_arguments,
     machine_main,
 )
+from simulators.opcua_server import SimServer
 
 V = ua.VariantType
 NAMESPACE_URI = "urn:edge-agent:sim:cnc"
@@ -354,6 +361,14 @@ class CncModel:
         self.rapid_override = 100.0
         self.spindle_override = 100.0
         self.events: list[tuple[int, str, int]] = []  # raised alarms (code, text, severity)
+        self.held: dict[str, float] = {}  # overrides written by a client: "feed", "spindle"
+
+    def hold_override(self, which: str, percent: float) -> float:
+        """A client set the feed or spindle override: it holds from now on (clamped)."""
+        value = min(max(float(percent), 0.0), 200.0)
+        self.held[which] = value
+        setattr(self, f"{which}_override", value)
+        return value
 
     # -- planning -------------------------------------------------------------------------
 
@@ -396,9 +411,9 @@ class CncModel:
 
     def _start_cycle(self) -> None:
         self.plan = self._new_plan()
-        self.feed_override = self.plan.feed_override
+        self.feed_override = self.held.get("feed", self.plan.feed_override)
         self.rapid_override = self.plan.rapid_override
-        self.spindle_override = self.plan.spindle_override
+        self.spindle_override = self.held.get("spindle", self.plan.spindle_override)
         self.channel_state = ChannelState.ACTIVE
         self.channel_mode = ChannelMode.AUTOMATIC
         self.program_state = ProgramState.RUNNING
@@ -601,12 +616,35 @@ class CncSimulator(MachineSimulator):
     namespace_uri = NAMESPACE_URI
     default_name = "CNC-01"
     VARIABLES = _variables()
+    WRITABLE: ClassVar[dict[str, str]] = {
+        "Monitoring/Channel1/FeedOverride": "feed", "Monitoring/Spindle/Override": "spindle"}
 
     def __init__(self, *, alarm_every: int = 10, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.model = CncModel(seed=self.seed, alarm_every=alarm_every)
         self._diag_seq = -1
         self.out.update(self.model.outputs())
+
+    async def _populate(self, srv: SimServer) -> None:
+        await super()._populate(srv)
+        assert srv.server is not None
+        for path in self.WRITABLE:
+            await srv.server.get_node(self._nodeids[path]).set_writable()
+        srv.server.subscribe_server_callback(CallbackType.PostWrite, self._client_wrote)
+
+    def _client_wrote(self, event: Any, dispatcher: Any) -> None:
+        """After a client's Write: an accepted override becomes the machine's."""
+        paths = {self._nodeids[p].to_string(): p for p in self.WRITABLE if p in self._nodeids}
+        for item, status in zip(event.request_params.NodesToWrite, event.response_params):
+            path = paths.get(item.NodeId.to_string())
+            if path is None or not status.is_good() or item.AttributeId != ua.AttributeIds.Value:
+                continue
+            written = item.Value.Value.Value if item.Value.Value is not None else None
+            if not isinstance(written, float) or not math.isfinite(written):
+                continue  # a null (a bad-status write) leaves the model as it was
+            value = self.model.hold_override(self.WRITABLE[path], written)
+            self._written[path] = written  # as the server holds it now
+            self.out[path] = value  # the next update writes the clamped value if it differs
 
     async def build_types(self, builder: AddressSpaceBuilder) -> list[ua.NodeId]:
         await builder.enum_type("ChannelStateEnumeration", ["Active", "Interrupted", "Reset"])

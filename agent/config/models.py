@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import ValidationInfo
 
 from drivers.base import DriverSpec
 from drivers.config_types import ByteSize, Duration
@@ -28,15 +29,39 @@ class AgentIdentity(_Strict):
 
 
 class TlsConfig(_Strict):
-    ca: str | None = Field(None, description="CA bundle (PEM) that signs the broker certificate")
-    cert: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
-    key: str | None = Field(None, description="client private key (PEM) for mutual TLS")
-    min_version: Literal["1.2", "1.3"] = "1.2"
+    """`mqtt.tls`, for mqtts:// (a `tls` block turns TLS on for mqtt:// as well).
+
+    The broker certificate is always verified, its name included: it must be signed by `ca`
+    and name the host of `mqtt.url` in its subjectAltName (a DNS name, or for a url with an
+    IP address that IP address). There is deliberately no switch to turn either check off:
+    give the broker a certificate that names it. Files are relative to the config folder;
+    that they exist and can be read is checked when the agent starts.
+    """
+
+    ca: str | None = Field(None, min_length=1, description="CA bundle (PEM) that signs the "
+                           "broker certificate; default: the system's trusted CAs")
+    cert: str | None = Field(None, min_length=1, description="client certificate (PEM) for "
+                             "mutual TLS; needs `key`")
+    key: str | None = Field(None, min_length=1, validate_default=True, description="client "
+                            "private key (PEM, unencrypted, readable by the agent only) for "
+                            "mutual TLS; may be the same file as `cert`")
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="oldest TLS version accepted")
 
     @field_validator("min_version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, float) else value
+
+    @field_validator("key")
+    @classmethod
+    def _cert_and_key_together(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "cert" not in info.data:
+            return value  # cert itself is invalid: that error is reported
+        if value is None and info.data["cert"] is not None:
+            raise ValueError("required with cert: mutual TLS needs the client's private key")
+        if value is not None and info.data["cert"] is None:
+            raise ValueError("given without cert: mutual TLS needs the client certificate too")
+        return value
 
 
 class MqttConfig(_Strict):
@@ -85,6 +110,19 @@ class MqttConfig(_Strict):
             raise ValueError("inline passwords are not allowed: use password_env or password_file")
         return value
 
+    @field_validator("password_file")
+    @classmethod
+    def _one_password_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("password_env"):
+            raise ValueError("give password_env or password_file, not both")
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttConfig:
+        if (self.password_env or self.password_file) and not self.username:
+            raise ValueError("a password (password_env or password_file) needs a username")
+        return self
+
 
 class BufferConfig(_Strict):
     path: str = Field("/var/lib/edge-agent/buffer.db", min_length=1)
@@ -117,6 +155,22 @@ class LoggingConfig(_Strict):
     )
 
 
+class WriteConfig(_Strict):
+    """Write-back: commands on {prefix}/{site}/{area}/{line}/{machine}/cmd change writable
+    signals of machines. Off by default: then the agent does not even subscribe."""
+
+    enabled: bool = Field(False, description="accept write commands (signals must also be "
+                          "marked writable)")
+    timeout: Duration = Field(5.0, gt=0, le=300, description="most a command may take from "
+                              "its arrival, waiting for its machine's turn included")
+    queue_size: int = Field(8, ge=1, le=1000, description="commands waiting per machine; "
+                            "more are refused as busy")
+    unknown_machines: Literal["reply", "ignore"] = Field(
+        "reply", description="commands for a machine this agent does not run: reply "
+        "unknown_machine, or ignore them (when several agents share a site, each would "
+        "otherwise answer for the others' machines)")
+
+
 class AgentFile(_Strict):
     """agent.yaml"""
 
@@ -129,6 +183,7 @@ class AgentFile(_Strict):
     shutdown_grace: Duration = Field(
         5.0, ge=0, le=300, description="how long a stop keeps publishing the backlog"
     )
+    write: WriteConfig = Field(default_factory=WriteConfig)
 
 
 class CommonSignal(_Strict):
@@ -147,6 +202,35 @@ class CommonSignal(_Strict):
         60.0, gt=0, description="with a deadband: publish at least this often"
     )
     description: str | None = None
+    writable: bool = Field(False, description="accept write commands for this signal "
+                           "(needs write.enabled in agent.yaml)")
+    min: float | None = Field(None, description="writes: lowest value accepted, in the "
+                              "signal's unit (after scale and offset)")
+    max: float | None = Field(None, description="writes: highest value accepted, in the "
+                              "signal's unit (after scale and offset)")
+
+    @model_validator(mode="after")
+    def _write_rules(self) -> CommonSignal:
+        """A writable signal must be writable on its protocol and address; min/max only
+        bound the numbers written to it."""
+        bounded = self.min is not None or self.max is not None
+        if bounded and not self.writable:
+            raise ValueError("min/max bound the values written: they need writable: true")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is greater than max {self.max:g}")
+        if not self.writable:
+            return self
+        write_spec = getattr(self, "write_spec", None)
+        if write_spec is None:
+            raise ValueError("writable: this protocol cannot write to devices")
+        spec = write_spec()  # ValueError (a read-only address) becomes the config error
+        if bounded and (self.enum is not None or not spec.numeric):
+            kind = ("enum labels" if self.enum is not None
+                    else "true/false" if spec.kind == "bool" else "a string")
+            raise ValueError(f"min/max apply to numbers; this signal takes {kind}")
+        if self.scale == 0 and spec.numeric and self.enum is None:
+            raise ValueError("writable: scale 0 cannot be reversed into a device value")
+        return self
 
 
 class MachineBase(_Strict):

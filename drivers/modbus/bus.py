@@ -19,7 +19,7 @@ from pymodbus.framer import FramerType
 
 from drivers.modbus.codec import MalformedReply
 from drivers.modbus.config import ModbusRtuConnection, ModbusRtuTcpConnection
-from drivers.modbus.transport import request, result
+from drivers.modbus.transport import request, result, write_request, write_result
 
 LATE_REPLY_GUARD = 0.05  # seconds the line stays reserved after a timeout
 
@@ -81,6 +81,18 @@ class ModbusBus:
     async def read(self, unit: int, table: str, start: int, count: int,
                    timeout: float) -> Sequence[int] | Sequence[bool]:
         """One request on the line, in turn with the other units' requests."""
+        reply = await self._exchange(
+            unit, lambda client: request(client, table, start, count, unit), timeout)
+        return result(reply, table)
+
+    async def write(self, unit: int, table: str, start: int,
+                    values: Sequence[int] | Sequence[bool], timeout: float) -> None:
+        """One write request on the line, in turn with the other units' requests."""
+        reply = await self._exchange(
+            unit, lambda client: write_request(client, table, start, values, unit), timeout)
+        write_result(reply, table, len(values))
+
+    async def _exchange(self, unit: int, make_call: Any, timeout: float) -> Any:
         loop = asyncio.get_running_loop()
         async with self._lock:
             client = self._client
@@ -89,7 +101,7 @@ class ModbusBus:
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
-                    reply = await request(client, table, start, count, unit)
+                    reply = await make_call(client)
             except TimeoutError:
                 await asyncio.sleep(LATE_REPLY_GUARD)
                 raise TimeoutError(f"unit {unit}: no reply within {timeout}s") from None
@@ -107,7 +119,7 @@ class ModbusBus:
                 # next request, and count all of it as time the bus was in use.
                 await asyncio.sleep(self._frame_gap)
                 self.busy_seconds += loop.time() - started
-        return result(reply, table)
+        return reply
 
 
 def serial_bus(conn: ModbusRtuConnection) -> ModbusBus:

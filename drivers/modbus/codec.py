@@ -97,3 +97,33 @@ class BlockCodec:
                 raw = images[p.image][p.offset * 2 : p.offset * 2 + p.length]
                 out.append((p.index, raw.split(b"\0", 1)[0].decode("latin-1").rstrip()))
         return out
+
+
+# -- writes: the inverse of point_codec ---------------------------------------------------
+
+def encode_value(kind_name: str, order: str, value: float | str,
+                 length: int = 0) -> list[int]:
+    """The registers (as sent) that `point_codec(kind_name, order)` decodes to `value`.
+    Raises ValueError when the value does not fit the type (struct's range checks)."""
+    if kind_name == "string":
+        image = 1 if order in ("BADC", "DCBA") else 0
+        count = (length + 1) // 2
+        data = str(value).encode("latin-1")
+        if len(data) > 2 * count:
+            raise ValueError(f"longer than {length} characters")
+        padded = data.ljust(2 * count, b"\0")
+        return list(struct.unpack(("<" if image else ">") + f"{count}H", padded))
+    char = _STRUCT_CHAR[kind_name]
+    image, endian = (_ORDER_16 if char in "hH" else _ORDER_PLAN)[order]
+    try:
+        data = struct.pack(endian + char, value)
+    except (struct.error, OverflowError) as exc:
+        raise ValueError(f"{value!r} does not fit {kind_name}: {exc}") from None
+    return list(struct.unpack(("<" if image else ">") + f"{len(data) // 2}H", data))
+
+
+def with_bit(word: int, bit: int, order: str, on: bool) -> int:
+    """`word` (a register as read) with bit `bit` of the decoded value set or cleared."""
+    if order in ("BADC", "DCBA"):
+        bit ^= 8  # as in point_codec: the bytes of the word are swapped
+    return word | (1 << bit) if on else word & ~(1 << bit) & 0xFFFF

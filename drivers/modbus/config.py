@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from drivers.base import FLOAT32_MAX, WriteSpec
 from drivers.config_types import Duration
 
 ModbusType = Literal[
@@ -216,3 +217,23 @@ class ModbusSignalFields(BaseModel):
         if kind == "string":
             return ((self.length or 0) + 1) // 2
         return REGISTERS[kind]
+
+    def write_spec(self) -> WriteSpec:
+        """What a write to this address accepts (ValueError: the address is read-only).
+        Coils and bits of holding registers take a bool, holding registers their type."""
+        address = self.parsed_address()
+        if address.table in ("di", "ir"):
+            what = "a discrete input" if address.table == "di" else "an input register"
+            raise ValueError(f"{self.address!r} is {what}: read-only, it cannot be writable")
+        kind = self.resolved_type()
+        if kind == "bool":
+            return WriteSpec("bool")
+        if kind == "string":
+            return WriteSpec("str", max_length=self.length, encoding="latin-1")
+        if kind in ("float32", "float64"):
+            limit = FLOAT32_MAX if kind == "float32" else None
+            return WriteSpec("float", None if limit is None else -limit, limit)
+        bits = 16 * REGISTERS[kind]
+        if kind.startswith("u"):
+            return WriteSpec("int", 0, 2**bits - 1)
+        return WriteSpec("int", -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)

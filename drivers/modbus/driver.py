@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from drivers.base import (COMM_FAILURE, MALFORMED_REPLY, TIMEOUT, Drained, DriverSpec,
-                          RawSample)
-from drivers.modbus.codec import BlockCodec, MalformedReply, point_codec
+from drivers.base import (COMM_FAILURE, DEVICE_ERROR, MALFORMED_REPLY, NOT_CONNECTED,
+                          NOT_WRITABLE, OUT_OF_RANGE, TIMEOUT, Drained, DriverSpec, RawSample,
+                          Value, WriteRefused)
+from drivers.modbus.codec import BlockCodec, MalformedReply, encode_value, point_codec, with_bit
 from drivers.modbus.bus import rtu_over_tcp_bus, serial_bus
 from drivers.modbus.config import (ModbusRtuConnection, ModbusRtuTcpConnection,
                                    ModbusSignalFields, ModbusTcpConnection)
@@ -51,6 +52,7 @@ class Transport(Protocol):
     async def connect(self) -> None: ...
     def close(self) -> None: ...
     async def read(self, table: str, start: int, count: int) -> Sequence[int] | Sequence[bool]: ...
+    async def write(self, table: str, start: int, values: Sequence[int] | Sequence[bool]) -> None: ...
 
 
 class ModbusDriver:
@@ -60,6 +62,7 @@ class ModbusDriver:
                  transport: Transport) -> None:
         self._transport = transport
         self._plans = {name: GroupPlan(signals, conn) for name, signals in groups.items()}
+        self._signals = {name: list(signals) for name, signals in groups.items()}
         self.request_observer: Callable[[float], None] | None = None  # round trip, seconds
 
     @property
@@ -107,6 +110,44 @@ class ModbusDriver:
             for point, _ in block.points:
                 samples[point.index] = bad
         return samples  # type: ignore[return-value]
+
+    async def write(self, group: str, index: int, value: Value) -> None:
+        """Coils with function 5, registers with 6 (one register) or 16 (several, in the
+        signal's byte/word order); a bit of a register reads the register, then writes it
+        back with the bit changed (another writer changing that register in between would
+        be overwritten: give such bits a register of their own on the device)."""
+        sig = self._signals[group][index]
+        address = sig.parsed_address()
+        if address.table not in ("co", "hr"):
+            raise WriteRefused(NOT_WRITABLE, f"{sig.address} is read-only")
+        if not self._transport.connected:
+            raise WriteRefused(NOT_CONNECTED, "the device is not connected")
+        order = sig.resolved_order()
+        try:
+            if address.table == "co":
+                await self._transport.write("co", address.index, [bool(value)])
+            elif address.bit is not None:
+                words = await self._transport.read("hr", address.index, 1)
+                if len(words) != 1:
+                    raise MalformedReply(f"expected 1 register, got {len(words)}")
+                await self._transport.write(
+                    "hr", address.index, [with_bit(int(words[0]), address.bit, order, bool(value))])
+            else:
+                try:
+                    words = encode_value(sig.resolved_type(), order, value,  # type: ignore[arg-type]
+                                         sig.length or 0)
+                except (ValueError, UnicodeEncodeError) as exc:
+                    raise WriteRefused(OUT_OF_RANGE, str(exc)) from None
+                await self._transport.write("hr", address.index, words)
+        except DeviceException as exc:
+            raise WriteRefused(DEVICE_ERROR, f"device_exception:{exc.code}") from None
+        except MalformedReply as exc:
+            raise WriteRefused(DEVICE_ERROR, f"{MALFORMED_REPLY}: {exc}") from None
+        except TimeoutError:
+            raise WriteRefused(TIMEOUT, "no reply from the device: the write may or may not "
+                               "have been applied") from None
+        except (ConnectionError, OSError) as exc:
+            raise WriteRefused(DEVICE_ERROR, f"{COMM_FAILURE}: {exc}") from None
 
 
 def _tcp(conn: ModbusTcpConnection, groups: Mapping[str, Sequence[ModbusSignalFields]],

@@ -85,10 +85,21 @@ class ModbusTcpTransport:
         """Registers or bits of one block. Raises DeviceException, MalformedReply,
         TimeoutError (connection then closed: a late reply would be misread) or
         ConnectionError."""
+        reply = await self._exchange(
+            lambda client: request(client, table, start, count, self._unit))
+        return result(reply, table)
+
+    async def write(self, table: str, start: int, values: Sequence[int] | Sequence[bool]) -> None:
+        """Write coils (co) or holding registers (hr) from `start`; raises like `read`."""
+        reply = await self._exchange(lambda client: write_request(client, table, start, values,
+                                                                  self._unit))
+        write_result(reply, table, len(values))
+
+    async def _exchange(self, make_call: Any) -> Any:
         client = self._client
         if client is None or not client.connected:
             raise ConnectionError("not connected")
-        call = request(client, table, start, count, self._unit)
+        call = make_call(client)
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await call
@@ -105,7 +116,10 @@ class ModbusTcpTransport:
         except (ConnectionError, OSError):
             self.close()
             raise
-        return result(reply, table)
+        except asyncio.CancelledError:
+            self.close()  # a reply may still come and would be taken for the next request's
+            raise
+        return reply
 
 
 def request(client: Any, table: str, start: int, count: int, unit: int) -> Any:
@@ -126,6 +140,29 @@ def result(reply: Any, table: str) -> Sequence[int] | Sequence[bool]:
     if reply.function_code != _FUNCTION_CODES[table]:
         raise MalformedReply(f"reply function code {reply.function_code}")
     return reply.bits if table in ("co", "di") else reply.registers  # type: ignore[no-any-return]
+
+
+def write_request(client: Any, table: str, start: int, values: Sequence[int] | Sequence[bool],
+                  unit: int) -> Any:
+    """The pymodbus call (a coroutine) that writes coils (5 or 15) or registers (6 or 16)."""
+    if table == "co":
+        if len(values) == 1:
+            return client.write_coil(start, bool(values[0]), device_id=unit)
+        return client.write_coils(start, [bool(v) for v in values], device_id=unit)
+    if table == "hr":
+        if len(values) == 1:
+            return client.write_register(start, int(values[0]), device_id=unit)
+        return client.write_registers(start, [int(v) for v in values], device_id=unit)
+    raise ValueError(f"table {table!r} cannot be written")
+
+
+def write_result(reply: Any, table: str, count: int) -> None:
+    """Nothing, or DeviceException / MalformedReply."""
+    if reply.isError():
+        raise DeviceException(getattr(reply, "exception_code", 0))
+    expected = (5 if count == 1 else 15) if table == "co" else (6 if count == 1 else 16)
+    if reply.function_code != expected:
+        raise MalformedReply(f"reply function code {reply.function_code}")
 
 
 class RtuUnitTransport:
@@ -162,5 +199,13 @@ class RtuUnitTransport:
             self._down = True
             raise
         except ConnectionError:
+            self._down = True
+            raise
+
+    async def write(self, table: str, start: int, values: Sequence[int] | Sequence[bool]) -> None:
+        """Like ModbusTcpTransport.write, in turn with the other units on the line."""
+        try:
+            await self._bus.write(self._unit, table, start, values, self._timeout)
+        except (TimeoutError, ConnectionError):
             self._down = True
             raise

@@ -7,6 +7,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.base import WriteSpec
 from drivers.config_types import Duration, FilePath
 from drivers.opcua.addressing import is_node_id, parse_browse_path, parse_node_id
 
@@ -252,6 +253,15 @@ class OpcUaSignalFields(_Strict):
 
     def resolved_mode(self, connection: OpcUaConnection) -> Mode:
         return self.mode or connection.mode
+
+    def write_spec(self) -> WriteSpec:
+        """Writes go to the node with the Write service; its DataType (read from the server)
+        decides the value's type, so any JSON scalar passes here (ValueError: not writable)."""
+        if self.event is not None or self.mode == "event":
+            raise ValueError("an event field cannot be written: only a node (`node` or `path`)")
+        if self.index is not None:
+            raise ValueError("one element of an array (`index`) cannot be written")
+        return WriteSpec("any")
 
 
 def check_node_reference(text: str) -> None:

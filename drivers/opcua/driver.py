@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from asyncua import ua
+from asyncua.common.ua_utils import data_type_to_variant_type
 
-from drivers.base import COMM_FAILURE, TIMEOUT, Drained, RawSample
+from drivers.base import (COMM_FAILURE, DEVICE_ERROR, FLOAT32_MAX, NOT_CONNECTED, OUT_OF_RANGE,
+                          TIMEOUT, WRONG_TYPE, Drained, RawSample, Value, WriteRefused,
+                          WriteSpec, coerce_write)
 from drivers.opcua.codec import ValueCodec, status_name
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.resolve import Unresolved, relative_path
@@ -45,6 +48,7 @@ class _Point:
     node: ua.NodeId | None = None
     codec: ValueCodec | None = None
     problem: str | None = None  # why it has no node on this session
+    write_type: ua.VariantType | None = None  # from the node's DataType, once per session
 
 
 class OpcUaDriver:
@@ -150,6 +154,48 @@ class OpcUaDriver:
             drained.samples.extend((i, RawSample(None, now_ns, "bad", r)) for i, r in sub.refused)
         return drained
 
+    async def write(self, group: str, index: int, value: Value) -> None:
+        """One Write service call with a Variant of the node's DataType (read once per
+        session); a bad status code is refused with its name as the detail."""
+        p = self._points[group][index]
+        if not self._session.connected:
+            raise WriteRefused(NOT_CONNECTED, "no session with the server")
+        if p.node is None or p.problem is not None:
+            raise WriteRefused(DEVICE_ERROR, p.problem or UNRESOLVED)
+        uaclient = self._session.uaclient
+        try:
+            async with asyncio.timeout(self._conn.timeout):
+                if p.write_type is None:
+                    p.write_type = await self._variant_type(p.node)
+                variant = _variant(value, p.write_type, p.codec.names if p.codec else None)
+                statuses = await uaclient.write(ua.WriteParameters(NodesToWrite=[ua.WriteValue(
+                    NodeId=p.node, AttributeId=ua.AttributeIds.Value,
+                    Value=ua.DataValue(variant))]))
+        except TimeoutError:
+            self._session.mark_lost("write timed out")
+            raise WriteRefused(TIMEOUT, "no answer from the server: the write may or may not "
+                               "have been applied") from None
+        except ua.UaStatusCodeError as exc:
+            code = getattr(exc, "code", None)
+            raise WriteRefused(DEVICE_ERROR, status_name(code) if code is not None
+                               else str(exc)) from None
+        except (ConnectionError, OSError, ua.UaError) as exc:
+            self._session.mark_lost("write failed")
+            raise WriteRefused(DEVICE_ERROR, f"{COMM_FAILURE}: {type(exc).__name__}") from None
+        status = statuses[0] if statuses else None
+        if status is None or not status.is_good():
+            raise WriteRefused(DEVICE_ERROR, status_name(status.value) if status is not None
+                               else "no status in the reply")
+
+    async def _variant_type(self, node: ua.NodeId) -> ua.VariantType:
+        """The VariantType a value of the node's DataType travels in (enumerations: Int32)."""
+        dv = (await self._session.uaclient.read_attributes([node], ua.AttributeIds.DataType))[0]
+        if not dv.StatusCode.is_good() or not isinstance(dv.Value.Value, ua.NodeId):
+            raise WriteRefused(DEVICE_ERROR,
+                               f"DataType unreadable: {status_name(dv.StatusCode.value)}")
+        assert self._session.client is not None
+        return await data_type_to_variant_type(self._session.client.get_node(dv.Value.Value))
+
     # -- session preparation ---------------------------------------------------------
 
     async def _prepare(self) -> None:
@@ -168,6 +214,7 @@ class OpcUaDriver:
             else:
                 p.node, p.problem = node, None
             p.codec = ValueCodec(p.signal.index, p.signal.max_array)
+            p.write_type = None
         await self._load_enum_names([p for p in points if p.signal.value_as == "name" and p.node])
         self._read_plan = {g: self._plan_reads(pts) for g, pts in self._points.items()
                            if g not in self._push}
@@ -280,6 +327,32 @@ class OpcUaDriver:
         except (TimeoutError, ConnectionError, OSError, ua.UaError) as exc:
             log.warning("rebuilding the subscription failed: %s; reconnecting", exc)
             self._session.mark_lost("subscription could not be rebuilt")
+
+
+_V = ua.VariantType
+_WRITE_SPECS = {
+    _V.Boolean: WriteSpec("bool"),
+    _V.SByte: WriteSpec("int", -2**7, 2**7 - 1), _V.Byte: WriteSpec("int", 0, 2**8 - 1),
+    _V.Int16: WriteSpec("int", -2**15, 2**15 - 1), _V.UInt16: WriteSpec("int", 0, 2**16 - 1),
+    _V.Int32: WriteSpec("int", -2**31, 2**31 - 1), _V.UInt32: WriteSpec("int", 0, 2**32 - 1),
+    _V.Int64: WriteSpec("int", -2**63, 2**63 - 1), _V.UInt64: WriteSpec("int", 0, 2**64 - 1),
+    _V.Float: WriteSpec("float", -FLOAT32_MAX, FLOAT32_MAX), _V.Double: WriteSpec("float"),
+    _V.String: WriteSpec("str"),
+}
+
+
+def _variant(value: Value, vtype: ua.VariantType, names: Mapping[int, str] | None) -> ua.Variant:
+    """A Variant of `vtype` for a command's raw value (an enumeration's name is accepted
+    for a signal read with value_as: name)."""
+    if isinstance(value, str) and names is not None and vtype != _V.String:
+        number = next((k for k, v in names.items() if v == value), None)
+        if number is None:
+            raise WriteRefused(OUT_OF_RANGE, f"{value!r} is not one of {', '.join(names.values())}")
+        value = number
+    spec = _WRITE_SPECS.get(vtype)
+    if spec is None:
+        raise WriteRefused(WRONG_TYPE, f"the node's DataType ({vtype.name}) cannot be written")
+    return ua.Variant(coerce_write(value, spec), vtype)
 
 
 async def _enum_names(uaclient: Any, datatype: ua.NodeId) -> dict[int, str] | None:

@@ -113,6 +113,7 @@ class MachineRunner:
                 finished = loop.time()
                 meter.duration.observe(finished - started)
                 meter.polls[group].inc()
+                meter.last_poll.set(time.time())
                 skipped = schedule.advance(group, finished)
                 if skipped:
                     meter.overruns[group].inc(skipped)
@@ -193,6 +194,7 @@ class _MachineMeters:
         self.duration = m.poll_duration.labels(machine)
         self.lateness = m.poll_lateness.labels(machine)
         self.link = m.machine_connected.labels(machine)
+        self.last_poll = m.last_poll.labels(machine)
         self._bad: dict[str, Any] = {}
 
     def count(self, readings: list[Reading]) -> None:

@@ -40,6 +40,9 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.machine_connected = Gauge(p + "machine_connected", "1 when the device link is up",
                                        ["machine"], registry=r)
+        self.last_poll = Gauge(p + "last_poll_timestamp_seconds",
+                               "When the machine's last poll ended (Unix time)", ["machine"],
+                               registry=r)
         self.buffer_batches = Gauge(p + "buffer_batches", "Batches waiting in the buffer",
                                     registry=r)
         self.buffer_bytes = Gauge(p + "buffer_bytes", "Bytes of batches in the buffer", registry=r)

@@ -7,7 +7,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,3 +114,31 @@ def start_agent(config: Path, work: Path) -> subprocess.Popen[bytes]:
 
 def scrape(metrics_port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+
+
+@dataclass
+class Window:
+    """What one measured window of a running agent saw."""
+
+    before: str  # metrics text at the start
+    after: str  # and at the end
+    elapsed: float
+    cpu: dict[int, float]  # CPU seconds used in the window, by pid
+    rss: list[float]  # the agent's RSS, MB, once a second
+
+
+def measure(agent_pid: int, metrics_port: int, duration: float, on: threading.Event,
+            other_pids: tuple[int, ...] = ()) -> Window:
+    """Scrape, then sample CPU and RSS for `duration` seconds with `on` set, scrape again."""
+    pids = (agent_pid, *other_pids)
+    before = scrape(metrics_port)
+    cpu0, t0 = {p: cpu_seconds(p) for p in pids}, time.monotonic()
+    on.set()
+    rss = []
+    while time.monotonic() - t0 < duration:
+        time.sleep(1.0)
+        rss.append(rss_mb(agent_pid))
+    on.clear()
+    cpu1, t1 = {p: cpu_seconds(p) for p in pids}, time.monotonic()
+    return Window(before, scrape(metrics_port), t1 - t0,
+                  {p: cpu1[p] - cpu0[p] for p in pids}, rss)

@@ -26,13 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _common import (  # noqa: E402
-    cpu_seconds,
     histogram_quantile,
+    measure,
     metric_sum,
     percentile,
     port_free,
-    rss_mb,
-    scrape,
     start_agent,
     start_broker,
     write_config,
@@ -108,16 +106,8 @@ def main() -> int:
         if agent.poll() is not None:
             print("agent exited; see", work / "agent.log", file=sys.stderr)
             return 1
-        before_metrics = scrape(metrics_port)
-        cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-        measuring.set()
-        rss_samples = []
-        while time.monotonic() - t0 < args.duration:
-            time.sleep(1.0)
-            rss_samples.append(rss_mb(agent.pid))
-        measuring.clear()
-        cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
-        after_metrics = scrape(metrics_port)
+        window = measure(agent.pid, metrics_port, args.duration, measuring)
+        before_metrics, after_metrics, rss_samples = window.before, window.after, window.rss
         agent.send_signal(signal.SIGTERM)
         try:
             agent.wait(60)
@@ -131,10 +121,10 @@ def main() -> int:
         for proc in reversed(procs):
             terminate(proc)
 
-    elapsed = t1 - t0
+    elapsed = window.elapsed
     readings = sum(n for _, n, _ in received)
     latencies = [(arrival - ts) / 1e6 for arrival, _, ts in received]
-    cpu = cpu1 - cpu0
+    cpu = window.cpu[agent.pid]
     polls_delta = metric_sum(after_metrics, "edge_agent_polls_total") - metric_sum(
         before_metrics, "edge_agent_polls_total")
     overruns = metric_sum(after_metrics, "edge_agent_poll_overruns_total") - metric_sum(

@@ -27,11 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _common import (  # noqa: E402
-    cpu_seconds,
     histogram_quantile,
+    measure,
     metric_sum,
-    rss_mb,
-    scrape,
     start_agent,
     start_broker,
     write_config,
@@ -100,16 +98,8 @@ def main() -> int:
         if agent.poll() is not None:
             print("agent exited; see", work / "agent.log", file=sys.stderr)
             return 1
-        before = scrape(metrics_port)
-        cpu0, sim0, t0 = cpu_seconds(agent.pid), cpu_seconds(sim.pid), time.monotonic()
-        measuring.set()
-        rss = []
-        while time.monotonic() - t0 < args.duration:
-            time.sleep(1.0)
-            rss.append(rss_mb(agent.pid))
-        measuring.clear()
-        cpu1, sim1, t1 = cpu_seconds(agent.pid), cpu_seconds(sim.pid), time.monotonic()
-        after = scrape(metrics_port)
+        window = measure(agent.pid, metrics_port, args.duration, measuring, (sim.pid,))
+        before, after, rss = window.before, window.after, window.rss
         agent.send_signal(signal.SIGTERM)
         agent.wait(60)
     finally:
@@ -117,9 +107,9 @@ def main() -> int:
         for proc in reversed(procs):
             terminate(proc)
 
-    elapsed = t1 - t0
+    elapsed = window.elapsed
     readings = counts["readings"]
-    cpu = cpu1 - cpu0
+    cpu = window.cpu[agent.pid]
     agent_readings = metric_sum(after, "edge_agent_readings_total") - metric_sum(before, "edge_agent_readings_total")
     bad = metric_sum(after, "edge_agent_bad_readings_total") - metric_sum(before, "edge_agent_bad_readings_total")
     p50 = histogram_quantile(after, "edge_agent_uplink_delivery_seconds", 0.5, before) * 1000
@@ -132,7 +122,7 @@ def main() -> int:
     print(f"agent CPU           {cpu:.2f} s = {cpu / elapsed * 100:.1f}% of one core; "
           f"{cpu / max(readings, 1) * 1e6:.1f} us per reading = "
           f"{cpu / max(readings, 1) * 1000 * 1000:.1f} ms CPU per 1,000 readings")
-    print(f"simulator CPU       {(sim1 - sim0) / elapsed * 100:.1f}% of one core (not the agent's)")
+    print(f"simulator CPU       {window.cpu[sim.pid] / elapsed * 100:.1f}% of one core (not the agent's)")
     print(f"sample->PUBACK      p50 {p50:.0f} ms, p99 {p99:.0f} ms (agent histogram; includes "
           "waiting for the next publishing interval)")
     print(f"agent RSS           {max(rss):.1f} MB max, {rss[-1]:.1f} MB at end")

@@ -104,6 +104,8 @@ class Agent:
             runners.append(runner)
             self._start(runner)
             started.append(machine_id)
+        for machine_id in set(stopped) - set(started):
+            self.state.forget(machine_id)
         self.machines = runners
         self.config = LoadedConfig(root, self.config.agent, list(new.machines))
         self.log.info("config reloaded", unchanged=len(kept), started=sorted(started),

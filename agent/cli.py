@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("part", nargs="?", choices=["agent", "machine"],
                         help="print only this one, as a schema file an editor can use")
 
+    sub.add_parser("vocabulary", help="print the canonical signal names and units "
+                   "(docs/vocabulary.md)")
+
     sim = sub.add_parser("sim", help="run a device simulator")
     sim.add_argument("kind", choices=sorted(SIMULATORS))
     sim.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see --help)")
@@ -105,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _certs(args)
     if args.command == "read":
         return _read(args.config, args.machine)
+    if args.command == "vocabulary":
+        from agent.vocabulary import markdown
+        print(markdown(), end="")
+        return EXIT_OK
     if args.command == "schema":
         from agent.config.schema import full_schema
         from drivers.registry import DRIVERS
@@ -156,7 +163,7 @@ def _validate(config_dir: Path, online: bool) -> int:
                 print(f"{where}: cannot reach {machine.id}: {exc or type(exc).__name__}",
                       file=sys.stderr)
                 continue
-            errors += online_errors(machine, config.root, acquired)
+            errors += online_errors(machine, acquired)
         for error in errors:
             print(str(error), file=sys.stderr)
         if errors or unreachable:

@@ -73,7 +73,7 @@ class Command:
 def raw_value(signal: Any, spec: WriteSpec, value: Any) -> Value:
     """The device value for a command's `value` (WriteRefused: wrong_type, out_of_range):
     an enum label (or one of its numbers) for an enum signal; a number within min..max
-    with scale/offset reversed; true/false for a bit or coil; a string for a string."""
+    with scale, offset and unit conversion reversed; true/false for a bit or coil; a string for a string."""
     if value is None or isinstance(value, (dict, list)):
         raise WriteRefused(WRONG_TYPE, "value must be a number, a string or true/false")
     enum: Mapping[int, str] | None = signal.enum
@@ -101,9 +101,10 @@ def raw_value(signal: Any, spec: WriteSpec, value: Any) -> Value:
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = "..".join("" if b is None else f"{b:g}" for b in (low, high))
         raise WriteRefused(OUT_OF_RANGE, f"{value} is outside {bounds}")
-    if signal.scale != 1.0 or signal.offset != 0.0:
+    _, scale, offset = signal.transform()  # the published unit back to the device's
+    if scale != 1.0 or offset != 0.0:
         try:
-            value = (value - signal.offset) / signal.scale
+            value = (value - offset) / scale
         except OverflowError:
             raise WriteRefused(OUT_OF_RANGE, "too large") from None
     return coerce_write(value, spec)

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config.loader import ConfigError, MachineConfig
-from agent.config.yaml_source import load_yaml
+from agent.config.loader import ConfigError, MachineConfig, error_at
 from agent.model import Reading
 from agent.normalize import GroupNormalizer
 
@@ -80,16 +79,14 @@ def format_readings(acquired: list[Acquired]) -> list[str]:
     return lines
 
 
-def online_errors(machine: MachineConfig, root: Any, acquired: list[Acquired]) -> list[ConfigError]:
-    """Signals the live device says are misconfigured, as file:line errors."""
-    doc = load_yaml(machine.source)
-    rel = str(machine.source.relative_to(root)) if machine.source.is_relative_to(root) else str(machine.source)
+def online_errors(machine: MachineConfig, acquired: list[Acquired]) -> list[ConfigError]:
+    """Signals the live device says are misconfigured, as file:line errors (in the template
+    that defines a signal, when it comes from one)."""
     errors = []
     for a in acquired:
         for r in a.readings:
             if r.reason and r.reason.startswith(CONFIG_MISMATCH):
-                errors.append(ConfigError(rel, doc.line_of(["signals", a.index]),
-                                          f"signals[{a.index}]",
-                                          f"{a.signal.name}: the device says {r.reason}"))
+                errors.append(error_at(machine.locate(("signals", a.index)),
+                                       f"{a.signal.name}: the device says {r.reason}"))
                 break
     return errors

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 # A signal that says what the machine is doing, by preference.
-EXECUTION_SIGNALS = ("machine.execution.code", "machine.production_status", "heater.state",
-                     "tempctl.zone1.status", "program.state", "machine.mode")
+EXECUTION_SIGNALS = ("machine.state", "machine.production_status", "heater.state",
+                     "x.tempctl.zone1.status", "program.state", "machine.mode")
 # Values worth a glance, in order of preference; a machine shows its first few present.
 KEY_SIGNALS = ("cycle.count", "press.stroke_count", "press.crank_angle", "press.force.total_peak",
                "motor.current", "spindle.speed.actual", "spindle.load", "program.name",

@@ -16,6 +16,7 @@ import structlog
 from agent.backoff import Backoff
 from agent.commands import CommandHub
 from agent.config.loader import MachineConfig
+from agent.derive.engine import Derivations, published_unit
 from agent.encoding import PayloadCodec
 from agent.model import Batch, Reading, event_stream
 from agent.normalize import GroupNormalizer
@@ -58,7 +59,11 @@ class MachineRunner:
         structlog.contextvars.bind_contextvars(machine=self.id)
         driver = self.machine.spec.factory(self.machine.model.connection, self._groups,
                                            self._intervals, self._shared)
-        normalizers = {g: GroupNormalizer(s) for g, s in self._groups.items()}
+        derivations = Derivations(self.machine.model.derive)
+        normalizers = {g: GroupNormalizer(s, derivations.watched) for g, s in self._groups.items()}
+        self._state.register(self.id, self._state_topic, [
+            *((s.name, s.transform()[0]) for signals in self._groups.values() for s in signals),
+            *((name, published_unit(name)) for name, _ in self.machine.model.derive.published())])
         meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
         if hasattr(driver, "request_observer"):  # drivers that time their requests
             driver.request_observer = self._metrics.request_seconds.labels(
@@ -82,6 +87,7 @@ class MachineRunner:
                 meter.lateness.observe(max(0.0, started - deadline))
 
                 events: list[DeviceEvent] = []
+                drained = None
                 if await link.ready(started):
                     drained = await driver.drain(group)
                     if drained is None:
@@ -98,17 +104,23 @@ class MachineRunner:
                     readings = normalizers[group].apply([bad] * len(self._groups[group]))
                 self.connected = driver.connected
                 meter.link.set(1 if self.connected else 0)
+                derived, records = derivations.step(normalizers[group].taps, events,
+                                                    self.connected, sampled_ns,
+                                                    push=drained is not None)
+                readings.extend(derived)
 
                 if readings:
                     meter.count(readings)
                     body = self._codec.readings(readings)
                     self._sink(Batch(self.id, self._telemetry_topic, body, len(readings),
                                      sampled_ns))
-                    self._state.update(self.id, self._state_topic, readings)
-                if events:
-                    records = [event_record(e) for e in events]
+                    self._state.update(self.id, readings)
+                if events or records:
+                    records[:0] = [event_record(e) for e in events]
                     self._sink(Batch(self.id, self._event_topic, self._codec.events(records),
                                      len(records), sampled_ns, event_stream(self.id), "events"))
+                    if derivations.last_cycle is not None:
+                        self._state.cycle(self.id, derivations.last_cycle)
 
                 finished = loop.time()
                 meter.duration.observe(finished - started)

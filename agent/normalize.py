@@ -1,9 +1,11 @@
-"""Normalize raw samples into readings: enum maps, scale/offset, validity, report by exception."""
+"""Normalize raw samples into readings: enum maps, scale/offset and unit conversion,
+validity, report by exception."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from types import NoneType
+from typing import Any, Collection, Iterable, Sequence
 
 from agent.model import BAD, GOOD, UNCERTAIN, Reading
 from drivers.base import OUT_OF_RANGE, RawSample
@@ -11,33 +13,47 @@ from drivers.base import OUT_OF_RANGE, RawSample
 
 class _Signal:
     __slots__ = ("name", "unit", "scale", "offset", "transform", "digits", "enum", "deadband",
-                 "heartbeat_ns", "last_value", "last_quality", "last_sent")
+                 "percent", "every_poll", "heartbeat_ns", "tap", "last_value", "last_quality",
+                 "last_sent")
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, tap: bool) -> None:
         self.name: str = config.name
-        self.unit: str | None = config.unit
-        self.scale: float = config.scale
-        self.offset: float = config.offset
-        self.transform = config.scale != 1.0 or config.offset != 0.0
+        # Scale, offset and the conversion from the device's unit to the published one,
+        # folded into one multiply-add.
+        self.unit, self.scale, self.offset = config.transform()
+        self.transform = self.scale != 1.0 or self.offset != 0.0
         # Round away float noise (1234 * 0.1 -> 123.4) but keep what a tiny scale resolves.
-        self.digits = 9 + max(0, -math.floor(math.log10(abs(config.scale)))) if config.scale else 9
+        self.digits = 9 + max(0, -math.floor(math.log10(abs(self.scale)))) if self.scale else 9
         self.enum: dict[int, str] | None = config.enum
-        self.deadband: float | None = config.deadband
+        rule = config.deadband_rule()
+        self.deadband: float | None = None if rule is None else rule[0]
+        self.percent = rule is not None and rule[1]
+        self.every_poll: bool = config.report == "every_poll"
         self.heartbeat_ns = int(config.heartbeat * 1e9)
+        self.tap = tap
         self.last_value: Any = None
         self.last_quality: str | None = None
         self.last_sent = 0
 
 
 class GroupNormalizer:
-    """Turns one poll group's samples (in config order) into readings."""
+    """Turns one poll group's samples (in config order) into readings.
 
-    def __init__(self, signals: Sequence[Any]) -> None:
-        self._signals = [_Signal(s) for s in signals]
+    Report by exception (unless a signal says `report: every_poll`): a number is reported
+    every poll, or with a deadband only when it moved beyond it; a boolean, enum label or
+    text only when it changed; either at least once per heartbeat. Bad and uncertain
+    readings, and the first good one after them, are always reported.
+    """
+
+    def __init__(self, signals: Sequence[Any], watched: Collection[str] = ()) -> None:
+        self._signals = [_Signal(s, s.name in watched) for s in signals]
+        # Readings of the `watched` signals from the last apply, before report by exception:
+        # what derivations (machine state, cycles) need to see even when it is not published.
+        self.taps: list[Reading] = []
 
     def apply(self, samples: Sequence[RawSample]) -> list[Reading]:
-        """Readings for this poll; with a deadband, unchanged values are left out until
-        their heartbeat is due. A bad sample always becomes a bad reading."""
+        """Readings for this poll, without those report by exception leaves out.
+        A bad sample always becomes a bad reading."""
         if len(samples) != len(self._signals):
             # A driver returning the wrong number of samples is a bug that must surface.
             raise ValueError(f"{len(samples)} samples for {len(self._signals)} signals")
@@ -49,14 +65,16 @@ class GroupNormalizer:
         signals = self._signals
         return self._apply((signals[i], sample) for i, sample in samples)
 
-    @staticmethod
-    def _apply(pairs: Iterable[tuple[_Signal, RawSample]]) -> list[Reading]:
+    def _apply(self, pairs: Iterable[tuple[_Signal, RawSample]]) -> list[Reading]:
         out: list[Reading] = []
         append = out.append
+        taps: list[Reading] = []
+        self.taps = taps
         for sig, sample in pairs:
             reason = sample.reason
             if reason is not None and (sample.quality != UNCERTAIN or sample.value is None):
                 value, quality = None, (sample.quality if sample.quality != GOOD else BAD)
+                kind: type = NoneType
             else:
                 # Good, or uncertain with a value: the value is kept with its reason.
                 value, quality = sample.value, sample.quality
@@ -66,24 +84,26 @@ class GroupNormalizer:
                     if label is None:
                         quality, reason = UNCERTAIN, "enum_unmapped"
                     else:
-                        value = label
+                        value, kind = label, str
                 elif sig.transform and (kind is int or kind is float):
                     value = round(value * sig.scale + sig.offset, sig.digits)  # type: ignore[operator]
                     kind = float
                 if kind is float and not math.isfinite(value):  # type: ignore[arg-type]
                     value, quality, reason = None, BAD, OUT_OF_RANGE
-            if sig.deadband is not None:
-                # Only good values are filtered: a bad or uncertain one is always reported.
+            reading = Reading(sig.name, value, sig.unit, quality, reason, sample.ts_ns)
+            if sig.tap:
+                taps.append(reading)
+            if not sig.every_poll:
                 if (quality == GOOD and sig.last_quality == GOOD
-                        and sample.ts_ns - sig.last_sent < sig.heartbeat_ns
-                        and _within(value, sig.last_value, sig.deadband)):
-                    continue
+                        and sample.ts_ns - sig.last_sent < sig.heartbeat_ns):
+                    last = sig.last_value
+                    if kind is int or kind is float:
+                        if sig.deadband is not None and (type(last) is int or type(last) is float):
+                            band = abs(last) * sig.deadband / 100 if sig.percent else sig.deadband
+                            if abs(value - last) <= band:  # type: ignore[operator]
+                                continue
+                    elif value == last:
+                        continue
                 sig.last_value, sig.last_quality, sig.last_sent = value, quality, sample.ts_ns
-            append(Reading(sig.name, value, sig.unit, quality, reason, sample.ts_ns))
+            append(reading)
         return out
-
-
-def _within(value: Any, last: Any, deadband: float) -> bool:
-    if type(value) in (int, float) and type(last) in (int, float):
-        return abs(value - last) <= deadband
-    return bool(value == last)

@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -78,6 +79,7 @@ from simulators.press_physics import (
     PressPhysics,
     PressSnapshot,
     PressState,
+    stroke_peaks,
 )
 
 HOLDING_REGISTERS = 64
@@ -150,6 +152,18 @@ def build_image(snap: PressSnapshot) -> PressImage:
         snap.state == PressState.ALARM,
     ]
     return PressImage(holding=tuple(hr), inputs=tuple(ir), discrete=tuple(di))
+
+
+def stroke_ground_truth(seed: int, stroke_counter: int) -> dict[str, float]:
+    """What a press with `seed` latches for the stroke that brought its counter (hr:4) to
+    `stroke_counter`, as its registers carry it (float32 peaks, reverse in 0.1 kN): the
+    reference a test compares the agent's cycle records with."""
+    peaks = stroke_peaks(seed, stroke_counter)
+    single = [struct.unpack(">f", struct.pack(">f", v))[0] for v in (*peaks.channels, peaks.total)]
+    truth = {f"press.force.peak.ch{i + 1}": v for i, v in enumerate(single[:4])}
+    truth["press.force.total_peak"] = single[4]
+    truth["press.force.reverse_peak"] = round(peaks.reverse * 10) / 10
+    return truth
 
 
 class PressDevice:

@@ -161,3 +161,9 @@ def test_schema_part_is_a_self_contained_schema_file() -> None:
         walk(schema)
         for ref in refs:  # every reference resolves inside this one document
             assert ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in schema["$defs"], ref
+
+
+def test_vocabulary_command_prints_the_documented_vocabulary() -> None:
+    result = edge_agent("vocabulary")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "docs" / "vocabulary.md").read_text()

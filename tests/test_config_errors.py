@@ -253,7 +253,7 @@ CASES: list[Case] = [
          r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",)),
     Case("negative-deadband", folder(machine(
         '  - {name: motor.current, address: "hr:32", deadband: -1}',      # 12
-    )), (f"{F}:12: signals[0].deadband: -1: input should be greater than or equal to 0",)),
+    )), (f"{F}:12: signals[0].deadband: -1: must be a finite number >= 0",)),
     Case("signal-is-a-scalar", folder(machine(
         '  - "hr:32"',                                                    # 12
     )), (Prefix(f"{F}:12: signals[0]:", "'hr:32': input should be a valid dictionary"),)),
@@ -541,7 +541,7 @@ def test_example_config_loads() -> None:
         assert members and all(s.poll == name for s in members)
         # file order is kept inside each group
         assert [signals.index(s) for s in members] == sorted(signals.index(s) for s in members)
-    assert groups["fast"][0].name == "machine.execution.code"
+    assert groups["fast"][0].name == "machine.state"
     assert groups["slow"][0].name == "press.die_height"
     assert "die.id" in [s.name for s in groups["slow"]]
 

@@ -77,9 +77,17 @@ class Run:
         self.started_ns = time.time_ns()
         self.agent = AgentProcess(self.config_dir, self.state_dir, tmp_path / "agent.log")
 
-    def batches(self, topic: str, since: int = 0) -> list[dict[str, Any]]:
-        """Decoded payloads of `topic`, of messages from index `since` on."""
-        return [m.data() for m in self.sub.snapshot()[since:] if m.topic == topic]
+    def batches(self, topic: str, since: int = 0,
+                derived: bool | None = False) -> list[dict[str, Any]]:
+        """Decoded payloads of `topic`, of messages from index `since` on; on an event topic
+        the device's events only, or with `derived` the agent's own (machine.cycle,
+        machine.execution), or with None all of them."""
+        out = [m.data() for m in self.sub.snapshot()[since:] if m.topic == topic]
+        if topic.endswith("/event") and derived is not None:
+            out = [dict(b, events=[e for e in b["events"]
+                                   if e["event"].startswith("machine.") == derived]) for b in out]
+            out = [b for b in out if b["events"]]
+        return out
 
     def readings(self, machine_base: str, since: int = 0) -> list[dict[str, Any]]:
         return [r for b in self.batches(machine_base + "/telemetry", since) for r in b["readings"]]
@@ -161,7 +169,7 @@ def test_agent_publishes_subscriptions_reads_and_events(tmp_path: Path, broker: 
     assert manufacturer["value"] == "Musterwerke Werkzeugmaschinen GmbH"
     assert manufacturer["quality"] == "good" and manufacturer["ts"] < run.started_ns
     assert cnc["machine.mode"][0]["value"] in ("Automatic", "MDI", "Manual")  # value_as: name
-    assert cnc["machine.execution.code"][-1]["value"] in ("active", "interrupted", "ready")
+    assert cnc["machine.state"][-1]["value"] in ("active", "interrupted", "ready")
     # The identification (read group, 1 min) and the subscription never share a batch.
     for b in cnc_batches:
         names = {r["signal"] for r in b["readings"]}
@@ -169,7 +177,8 @@ def test_agent_publishes_subscriptions_reads_and_events(tmp_path: Path, broker: 
 
     # cnc alarms (every 2nd cycle) as events, and as readings of the event signals.
     alarms = run.batches(CNC_EVENT_TOPIC)
-    assert [a["seq"] for a in alarms] == list(range(1, len(alarms) + 1))
+    every = run.batches(CNC_EVENT_TOPIC, derived=None)
+    assert [a["seq"] for a in every] == list(range(1, len(every) + 1))
     alarm_records = [rec for a in alarms for rec in a["events"]]
     for rec in alarm_records:
         assert rec["event"] == "alarms"
@@ -196,7 +205,7 @@ def test_agent_publishes_subscriptions_reads_and_events(tmp_path: Path, broker: 
     assert {(e["agent"], e["machine"]) for e in events} == {("gw-test", "imm-01")}
     epochs = {e["epoch"] for e in events} | {b["epoch"] for b in imm_batches}
     assert len(epochs) == 1
-    event_seqs = [e["seq"] for e in events]
+    event_seqs = [e["seq"] for e in run.batches(IMM_EVENT_TOPIC, derived=None)]
     assert event_seqs[0] == 1
     assert_complete_and_ordered(event_seqs, max(event_seqs))
     # The telemetry series of imm-01 is gap-free by itself: events took none of its seqs.
@@ -221,6 +230,17 @@ def test_agent_publishes_subscriptions_reads_and_events(tmp_path: Path, broker: 
     by_ts = {r["ts"]: r["value"] for r in imm["cycle.count"]}
     for rec in records:
         assert by_ts.get(rec["ts"]) == rec["fields"]["CycleCounter"]
+    # ... and the agent made one cycle record of each shot after the first it saw
+    # (injection-generic: counted by cycle.count, with the shot's process values).
+    shots = {rec["fields"]["CycleCounter"]: rec["fields"] for rec in records}
+    cycles = [rec["fields"] for e in run.batches(IMM_EVENT_TOPIC, derived=True)
+              for rec in e["events"] if rec["event"] == "machine.cycle"]
+    assert [c["cycle"] for c in cycles] == sorted(shots)[1:len(cycles) + 1]
+    for c in cycles:
+        shot = shots[c["cycle"]]
+        assert c["features"]["imm.cushion"] == pytest.approx(shot["Cushion"])
+        assert c["features"]["imm.hold_pressure.peak"] == pytest.approx(shot["HoldPressurePeak"] * 100)
+        assert c["features"]["imm.part_good"] is shot["PartGood"]
 
     # -- the retained state of each machine outlives the agent.
     late = Subscriber(broker.port, topic="factory/testsite/+/+/+/state", client_id="late-state")
@@ -310,7 +330,7 @@ def test_imm_event_subscription_resumes_after_a_server_restart(tmp_path: Path, b
         run.close()
     # The machine goes on counting; the agent's event series goes on without a gap.
     assert all(rec["fields"]["CycleCounter"] > max(before) for rec in new_events())
-    seqs = [e["seq"] for e in run.batches(IMM_EVENT_TOPIC)]
+    seqs = [e["seq"] for e in run.batches(IMM_EVENT_TOPIC, derived=None)]
     assert seqs[0] == 1
     assert_complete_and_ordered(seqs, max(seqs))
     tele = [b["seq"] for b in run.batches(IMM_BASE + "/telemetry")]

@@ -281,7 +281,7 @@ def test_read_prints_every_signal_of_a_machine(tmp_path: Path, cnc: OpcSim) -> N
     # file order; the example has 28 signals.
     assert len(lines) == 28
     names = list(lines)
-    assert names[0] == "machine.execution.code" and names[-1] == "machine.software_revision"
+    assert names[0] == "machine.state" and names[-1] == "machine.software_revision"
     assert re.fullmatch(r"program\.name\s+'O\d+_\w+'  good  \d\d:\d\d:\d\d\.\d{3}", lines["program.name"][0])
     assert re.fullmatch(r"machine\.manufacturer\s+'Musterwerke Werkzeugmaschinen GmbH'  good  "
                         r"\d\d:\d\d:\d\d\.\d{3}", lines["machine.manufacturer"][0])
@@ -314,12 +314,14 @@ def test_read_of_a_stopped_simulator_cannot_reach_it(tmp_path: Path) -> None:
 # -- validate --online ------------------------------------------------------------------------
 
 BROKEN_SIGNALS = (
+    # Added to the signals of the template the machine file uses (cnc-sim).
+    "signals:\n"
     # A browse path that is well-formed but not on the server (subscribed) ...
-    "  - {name: spindle.bogus, path: Monitoring/Spindle/NoSuchNode, poll: fast}\n"
+    "  - {name: x.spindle.bogus, path: Monitoring/Spindle/NoSuchNode, poll: fast}\n"
     # ... and NodeIds of the right namespace that do not exist: read, and subscribed.
-    f"  - {{name: ident.bogus, node: \"nsu={CNC_NS};s=CNC-01.Identification.NoSuchNode\", "
+    f"  - {{name: x.ident.bogus, node: \"nsu={CNC_NS};s=CNC-01.Identification.NoSuchNode\", "
     "poll: info, mode: read}\n"
-    f"  - {{name: tool.bogus, node: \"nsu={CNC_NS};s=CNC-01.Monitoring.Tool.NoSuchNode\", "
+    f"  - {{name: x.tool.bogus, node: \"nsu={CNC_NS};s=CNC-01.Monitoring.Tool.NoSuchNode\", "
     "poll: fast}\n"
 )
 
@@ -335,7 +337,7 @@ def test_validate_online_checks_every_signal_on_the_live_servers(tmp_path: Path,
         cnc_file = cfg / "machines.d" / "cnc.yaml"
         text = cnc_file.read_text()
         assert text.endswith("\n")
-        first_line = len(text.splitlines()) + 1  # 1-based line of the first appended signal
+        first_line = len(text.splitlines()) + 2  # 1-based line of the first appended signal
         cnc_file.write_text(text + BROKEN_SIGNALS)
 
         offline = edge_agent("validate", "-c", str(cfg))
@@ -347,9 +349,11 @@ def test_validate_online_checks_every_signal_on_the_live_servers(tmp_path: Path,
         no_traceback(out)
         errors = [l for l in out.stderr.splitlines() if l.startswith("machines.d/")]
         assert errors == [
-            f"machines.d/cnc.yaml:{first_line}: signals[28]: spindle.bogus: the device says node_unresolved",
-            f"machines.d/cnc.yaml:{first_line + 1}: signals[29]: ident.bogus: the device says BadNodeIdUnknown",
-            f"machines.d/cnc.yaml:{first_line + 2}: signals[30]: tool.bogus: the device says "
+            f"machines.d/cnc.yaml:{first_line}: signals[0]: x.spindle.bogus: the device says "
+            "node_unresolved",
+            f"machines.d/cnc.yaml:{first_line + 1}: signals[1]: x.ident.bogus: the device says "
+            "BadNodeIdUnknown",
+            f"machines.d/cnc.yaml:{first_line + 2}: signals[2]: x.tool.bogus: the device says "
             + "monitored_item:BadNodeIdUnknown",
         ], out.stderr
         assert "3 error(s), 0 machine(s) unreachable" in out.stderr
@@ -381,14 +385,14 @@ def test_validate_online_flags_value_as_name_of_a_read_non_enumeration(tmp_path:
     cfg = write_config(tmp_path, cnc.port, free_port())
     (cfg / "machines.d" / "injection.yaml").unlink()
     cnc_file = cfg / "machines.d" / "cnc.yaml"
-    line = len(cnc_file.read_text().splitlines()) + 1
+    line = len(cnc_file.read_text().splitlines()) + 2
     with cnc_file.open("a") as f:
-        f.write("  - {name: year.as_name, path: Identification/YearOfConstruction, poll: info, "
-                "mode: read, value_as: name}\n")
+        f.write("signals:\n  - {name: x.year.as_name, path: Identification/YearOfConstruction, "
+                "poll: info, mode: read, value_as: name}\n")
     out = edge_agent("validate", "-c", str(cfg), "--online")
     no_traceback(out)
     assert out.returncode == 2, out.stdout
-    assert (f"machines.d/cnc.yaml:{line}: signals[28]: year.as_name: the device says "
+    assert (f"machines.d/cnc.yaml:{line}: signals[0]: x.year.as_name: the device says "
             "enum_names_unavailable") in out.stderr
 
 
@@ -396,11 +400,11 @@ def test_read_of_value_as_name_of_a_subscribed_non_enumeration_is_only_bad(tmp_p
                                                                           cnc: OpcSim) -> None:
     cfg = write_config(tmp_path, cnc.port, free_port())
     with (cfg / "machines.d" / "cnc.yaml").open("a") as f:
-        f.write("  - {name: speed.as_name, path: Monitoring/Spindle/ActSpeed, poll: fast, "
-                "value_as: name}\n")
+        f.write("signals:\n  - {name: x.speed.as_name, path: Monitoring/Spindle/ActSpeed, "
+                "poll: fast, value_as: name}\n")
     out = edge_agent("read", "cnc-01", "-c", str(cfg))
     assert out.returncode == 0, out.stderr
-    lines = signal_lines(out.stdout)["speed.as_name"]
+    lines = signal_lines(out.stdout)["x.speed.as_name"]
     assert any("bad (enum_names_unavailable)" in l for l in lines), lines
     assert not [l for l in lines if "  good  " in l], lines
 

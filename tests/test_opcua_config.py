@@ -57,7 +57,7 @@ ONE_GROUP = "  fast: 200ms\n"
 TWO_GROUPS = "  fast: 200ms\n  slow: 1s\n"
 
 F = "machines.d/cnc-09.yaml"
-NODE = '  - {name: a.b, node: "i=85"}'  # a valid read signal
+NODE = '  - {name: x.a.b, node: "i=85"}'  # a valid read signal
 
 
 def machine(*signals: str, conn: str = "", poll: str = ONE_GROUP) -> str:
@@ -182,36 +182,36 @@ VALID_NODE_IDS = [
 def test_valid_node_ids_load(tmp_path: Path, node: str, index: int | None, uri: str | None) -> None:
     from drivers.opcua.addressing import parse_node_id
 
-    model = load_one(write(tmp_path, machine(f'  - {{name: a.b, node: "{node}"}}')))
+    model = load_one(write(tmp_path, machine(f'  - {{name: x.a.b, node: "{node}"}}')))
     assert model.signals[0].node == node
     ref = parse_node_id(node)
     assert (ref.index, ref.uri) == (index, uri)
 
 
 VALID_FILES = [
-    pytest.param(machine('  - {name: a.b, path: "/Objects/A/b:B"}',
+    pytest.param(machine('  - {name: x.a.b, path: "/Objects/A/b:B"}',
                          conn='  namespaces: {b: "urn:b"}\n'), id="absolute-path-with-alias"),
-    pytest.param(machine('  - {name: a.b, path: "/Objects/2:A/B"}'), id="absolute-path-index-step"),
-    pytest.param(machine('  - {name: a.b, path: "A/B"}', conn="  root: /Objects/Machines/M\n"),
+    pytest.param(machine('  - {name: x.a.b, path: "/Objects/2:A/B"}'), id="absolute-path-index-step"),
+    pytest.param(machine('  - {name: x.a.b, path: "A/B"}', conn="  root: /Objects/Machines/M\n"),
                  id="relative-path-with-root"),
-    pytest.param(machine('  - {name: a.b, path: "m:A/B"}',
+    pytest.param(machine('  - {name: x.a.b, path: "m:A/B"}',
                          conn='  root: /Objects/m:M\n  namespaces: {m: "urn:m"}\n'),
                  id="relative-path-with-defined-alias"),
-    pytest.param(machine('  - {name: a.b, node: "i=85", mode: subscribe}',
-                         '  - {name: a.c, event: alarms, field: Severity}',
+    pytest.param(machine('  - {name: x.a.b, node: "i=85", mode: subscribe}',
+                         '  - {name: x.a.c, event: alarms, field: Severity}',
                          conn="  events: {alarms: {}}\n"),
                  id="subscribe-and-event-share-a-group"),
     pytest.param(machine(NODE, conn="  default_namespace: urn:x:y\n"), id="default-namespace-uri"),
     pytest.param(machine(
-        '  - {name: a.b, node: "i=85", mode: subscribe, server_deadband: {absolute: 0.5},',
+        '  - {name: x.a.b, node: "i=85", mode: subscribe, server_deadband: {absolute: 0.5},',
         '     sampling_interval: 50ms, queue_size: 10}'), id="subscribe-with-deadband"),
     pytest.param(machine(
-        '  - {name: a.b, node: "i=85", poll: fast}',
-        '  - {name: a.c, event: alarms, field: Severity, poll: slow}',
+        '  - {name: x.a.b, node: "i=85", poll: fast}',
+        '  - {name: x.a.c, event: alarms, field: Severity, poll: slow}',
         conn="  events: {alarms: {poll: slow}}\n", poll=TWO_GROUPS), id="event-source-own-group"),
     pytest.param(machine(
-        '  - {name: a.b, node: "i=85", poll: fast}',
-        '  - {name: a.c, node: "i=86", poll: slow, mode: subscribe}',
+        '  - {name: x.a.b, node: "i=85", poll: fast}',
+        '  - {name: x.a.c, node: "i=86", poll: slow, mode: subscribe}',
         conn="  events: {alarms: {poll: slow}}\n", poll=TWO_GROUPS),
                  id="unmapped-event-source-with-poll"),
     pytest.param(machine(NODE, conn="  events: {alarms: {where: [{field: Severity, op: '>=', "
@@ -240,7 +240,7 @@ def test_where_values_keep_their_yaml_type(tmp_path: Path) -> None:
 
 def test_event_signal_mode_and_defaults(tmp_path: Path) -> None:
     model = load_one(write(tmp_path, machine(
-        '  - {name: a.b, event: alarms, field: Severity}',
+        '  - {name: x.a.b, event: alarms, field: Severity}',
         conn="  events: {alarms: {}}\n")))
     conn, signal = model.connection, model.signals[0]
     assert signal.mode == "event" and signal.resolved_mode(conn) == "event"
@@ -264,61 +264,61 @@ MIXES = ("poll group 'fast' mixes read signals with subscribed/event ones (signa
 
 CASES: list[Case] = [
     # ------------------------------------------------------------ NodeId strings
-    Case("node-ns-not-a-number", machine('  - {name: a.b, node: "ns=x;i=1"}'),          # 11
+    Case("node-ns-not-a-number", machine('  - {name: x.a.b, node: "ns=x;i=1"}'),          # 11
          (f"{F}:11: signals[0].node: {_not_a_node_id('ns=x;i=1')}",)),
-    Case("node-numeric-id-not-a-number", machine('  - {name: a.b, node: "i=abc"}'),     # 11
+    Case("node-numeric-id-not-a-number", machine('  - {name: x.a.b, node: "i=abc"}'),     # 11
          (f"{F}:11: signals[0].node: {_numeric('i=abc')}",)),
-    Case("node-no-kind", machine(NODE, '  - {name: a.c, node: "foo"}'),                 # 12
+    Case("node-no-kind", machine(NODE, '  - {name: x.a.c, node: "foo"}'),                 # 12
          (f"{F}:12: signals[1].node: {_not_a_node_id('foo')}",)),
-    Case("node-numeric-id-too-large", machine('  - {name: a.b, node: "i=99999999999"}'),
+    Case("node-numeric-id-too-large", machine('  - {name: x.a.b, node: "i=99999999999"}'),
          (f"{F}:11: signals[0].node: {_numeric('i=99999999999')}",)),
-    Case("node-numeric-id-2-to-the-32", machine('  - {name: a.b, node: "ns=2;i=4294967296"}'),
+    Case("node-numeric-id-2-to-the-32", machine('  - {name: x.a.b, node: "ns=2;i=4294967296"}'),
          (f"{F}:11: signals[0].node: {_numeric('ns=2;i=4294967296')}",)),
-    Case("node-negative-numeric-id", machine('  - {name: a.b, node: "i=-1"}'),
+    Case("node-negative-numeric-id", machine('  - {name: x.a.b, node: "i=-1"}'),
          (f"{F}:11: signals[0].node: {_numeric('i=-1')}",)),
-    Case("node-empty-identifier", machine('  - {name: a.b, node: "ns=2;s="}'),
+    Case("node-empty-identifier", machine('  - {name: x.a.b, node: "ns=2;s="}'),
          (f"{F}:11: signals[0].node: {_not_a_node_id('ns=2;s=')}",)),
-    Case("node-unknown-kind", machine('  - {name: a.b, node: "ns=2;x=5"}'),
+    Case("node-unknown-kind", machine('  - {name: x.a.b, node: "ns=2;x=5"}'),
          (f"{F}:11: signals[0].node: {_not_a_node_id('ns=2;x=5')}",)),
-    Case("node-is-a-browse-path", machine('  - {name: a.b, node: "/Objects/A"}'),
+    Case("node-is-a-browse-path", machine('  - {name: x.a.b, node: "/Objects/A"}'),
          (f"{F}:11: signals[0].node: {_not_a_node_id('/Objects/A')}",)),
     Case("node-on-continuation-line", machine(
-        "  - name: a.b",                                                                # 11
+        "  - name: x.a.b",                                                                # 11
         '    node: "i=abc"',                                                            # 12
     ), (f"{F}:12: signals[0].node: {_numeric('i=abc')}",)),
     # ------------------------------------------------------------ browse paths
-    Case("relative-path-without-root", machine(NODE, '  - {name: a.c, path: "A/B"}'),   # 12
+    Case("relative-path-without-root", machine(NODE, '  - {name: x.a.c, path: "A/B"}'),   # 12
          ((f"{F}:12: signals[1].path: a relative browse path needs `connection.root`; "
            "or start it with /"),)),
-    Case("path-empty-step", machine('  - {name: a.b, path: "/Objects//A"}'),            # 11
+    Case("path-empty-step", machine('  - {name: x.a.b, path: "/Objects//A"}'),            # 11
          ((f"{F}:11: signals[0].path: '/Objects//A' is not a browse path "
            "(use /Objects/Folder/Variable)"),)),
-    Case("path-trailing-slash", machine('  - {name: a.b, path: "/Objects/A/"}'),
+    Case("path-trailing-slash", machine('  - {name: x.a.b, path: "/Objects/A/"}'),
          ((f"{F}:11: signals[0].path: '/Objects/A/' is not a browse path "
            "(use /Objects/Folder/Variable)"),)),
-    Case("path-only-slash", machine('  - {name: a.b, path: "/"}'),
+    Case("path-only-slash", machine('  - {name: x.a.b, path: "/"}'),
          (f"{F}:11: signals[0].path: '/' is not a browse path (use /Objects/Folder/Variable)",)),
-    Case("path-bad-step", machine('  - {name: a.b, path: "a b:c"}',                     # 12
+    Case("path-bad-step", machine('  - {name: x.a.b, path: "a b:c"}',                     # 12
                                   conn="  root: /Objects/M\n"),
          ((f"{F}:12: signals[0].path: 'a b:c': step 'a b:c' must be Name, alias:Name "
            "or index:Name"),)),
-    Case("path-step-without-name", machine('  - {name: a.b, path: "/Objects/m:"}'),
+    Case("path-step-without-name", machine('  - {name: x.a.b, path: "/Objects/m:"}'),
          ((f"{F}:11: signals[0].path: '/Objects/m:': step 'm:' must be Name, alias:Name "
            "or index:Name"),)),
-    Case("path-undefined-alias", machine('  - {name: a.b, path: "zz:Name"}',             # 12
+    Case("path-undefined-alias", machine('  - {name: x.a.b, path: "zz:Name"}',             # 12
                                          conn="  root: /Objects/M\n"),
          ((f"{F}:12: signals[0].path: namespace alias 'zz' is not defined in "
            "connection.namespaces"),)),
-    Case("absolute-path-undefined-alias", machine('  - {name: a.b, path: "/Objects/A/b:B"}'),
+    Case("absolute-path-undefined-alias", machine('  - {name: x.a.b, path: "/Objects/A/b:B"}'),
          ((f"{F}:11: signals[0].path: namespace alias 'b' is not defined in "
            "connection.namespaces"),)),
-    Case("relative-path-undefined-alias-and-no-root", machine('  - {name: a.b, path: "zz:N"}'),
+    Case("relative-path-undefined-alias-and-no-root", machine('  - {name: x.a.b, path: "zz:N"}'),
          ((f"{F}:11: signals[0].path: a relative browse path needs `connection.root`; "
            "or start it with /"),
           (f"{F}:11: signals[0].path: namespace alias 'zz' is not defined in "
            "connection.namespaces"))),
     Case("event-field-undefined-alias", machine(
-        '  - {name: a.b, event: alarms, field: "zz:Code"}',                             # 12
+        '  - {name: x.a.b, event: alarms, field: "zz:Code"}',                             # 12
         conn="  events: {alarms: {}}\n"),                                              # 8
          ((f"{F}:12: signals[0].field: namespace alias 'zz' is not defined in "
            "connection.namespaces"),)),
@@ -342,60 +342,60 @@ CASES: list[Case] = [
          ((f"{F}:8: connection.default_namespace: 'foo' is neither a URI nor an alias of "
            "`namespaces`"),)),
     # ------------------------------------------------------------ signal addressing
-    Case("neither-node-nor-path", machine('  - {name: a.b, unit: mm}'),                  # 11
+    Case("neither-node-nor-path", machine('  - {name: x.a.b, unit: mm}'),                  # 11
          (f"{F}:11: signals[0]: give exactly one of `node` or `path`",)),
-    Case("both-node-and-path", machine(NODE, '  - {name: a.c, node: "i=86", path: "/Objects/X"}'),
+    Case("both-node-and-path", machine(NODE, '  - {name: x.a.c, node: "i=86", path: "/Objects/X"}'),
          (f"{F}:12: signals[1]: give exactly one of `node` or `path`",)),
     Case("event-signal-with-node", machine(
-        '  - {name: a.b, event: alarms, field: Severity, node: "i=85"}',                # 12
+        '  - {name: x.a.b, event: alarms, field: Severity, node: "i=85"}',                # 12
         conn="  events: {alarms: {}}\n"),
          ((f"{F}:12: signals[0]: an event signal takes its value from the event: "
            "no `node` or `path`"),)),
     Case("event-signal-with-path", machine(
-        '  - {name: a.b, event: alarms, field: Severity, path: "/Objects/A"}',          # 12
+        '  - {name: x.a.b, event: alarms, field: Severity, path: "/Objects/A"}',          # 12
         conn="  events: {alarms: {}}\n"),
          ((f"{F}:12: signals[0]: an event signal takes its value from the event: "
            "no `node` or `path`"),)),
     Case("event-signal-without-field", machine(
-        '  - {name: a.b, event: alarms}', conn="  events: {alarms: {}}\n"),             # 12
+        '  - {name: x.a.b, event: alarms}', conn="  events: {alarms: {}}\n"),             # 12
          (f"{F}:12: signals[0]: an event signal needs `event` (a source) and `field`",)),
     Case("mode-event-without-source", machine(
-        '  - {name: a.b, mode: event, field: Severity}', conn="  events: {alarms: {}}\n"),
+        '  - {name: x.a.b, mode: event, field: Severity}', conn="  events: {alarms: {}}\n"),
          (f"{F}:12: signals[0]: an event signal needs `event` (a source) and `field`",)),
     Case("event-unknown-source", machine(
-        '  - {name: a.b, event: alarmz, field: Severity}',                              # 12
+        '  - {name: x.a.b, event: alarmz, field: Severity}',                              # 12
         conn="  events: {cycle: {}, alarms: {}}\n"),                                   # 8
          ((f"{F}:12: signals[0].event: 'alarmz' is not an event source of connection.events "
            "(alarms, cycle)"),)),
     Case("event-source-without-any-defined", machine(
-        "  - {name: a.c, event: alarms, field: Severity}"),                             # 11
+        "  - {name: x.a.c, event: alarms, field: Severity}"),                             # 11
          ((f"{F}:11: signals[0].event: 'alarms' is not an event source of connection.events "
            "(none defined)"),)),
-    Case("unknown-mode", machine('  - {name: a.b, node: "i=85", mode: push}'),
+    Case("unknown-mode", machine('  - {name: x.a.b, node: "i=85", mode: push}'),
          (f"{F}:11: signals[0].mode: 'push' is not one of read, subscribe, event",)),
-    Case("unknown-value-as", machine('  - {name: a.b, node: "i=85", value_as: label}'),
+    Case("unknown-value-as", machine('  - {name: x.a.b, node: "i=85", value_as: label}'),
          (f"{F}:11: signals[0].value_as: 'label' is not one of value, name",)),
-    Case("negative-index", machine('  - {name: a.b, node: "i=85", index: -1}'),
+    Case("negative-index", machine('  - {name: x.a.b, node: "i=85", index: -1}'),
          (f"{F}:11: signals[0].index: -1: input should be greater than or equal to 0",)),
-    Case("unknown-signal-field-did-you-mean", machine('  - {name: a.b, nod: "i=85"}'),
+    Case("unknown-signal-field-did-you-mean", machine('  - {name: x.a.b, nod: "i=85"}'),
          (f"{F}:11: signals[0].nod: unknown field (did you mean 'node'?)",)),
     # ------------------------------------------------------------ acquisition mode per group
     Case("read-and-subscribe-in-one-group", machine(
         NODE,                                                                           # 11
-        "  - name: a.c",                                                                # 12
+        "  - name: x.a.c",                                                                # 12
         '    node: "i=86"',                                                             # 13
         "    mode: subscribe",                                                          # 14
     ), (f"{F}:14: signals[1].mode: {MIXES}",)),
     Case("connection-subscribe-and-read-in-one-group", machine(
         NODE,                                                                           # 12
-        "  - {name: a.c, node: 'i=86',",                                                # 13
+        "  - {name: x.a.c, node: 'i=86',",                                                # 13
         "     mode: read}",                                                             # 14
         conn="  mode: subscribe\n"),
      ((f"{F}:14: signals[1].mode: poll group 'fast' mixes read signals with subscribed/event "
        "ones (signals[0]); give them separate poll groups"),)),
     Case("event-in-group-of-read-signals", machine(
         NODE,                                                                           # 12
-        "  - {name: a.c, event: alarms, field: Severity}",                              # 13
+        "  - {name: x.a.c, event: alarms, field: Severity}",                              # 13
         conn="  events: {alarms: {}}\n"),                                              # 8
      (f"{F}:13: signals[1].mode: {MIXES}",
       (f"{F}:8: connection.events.alarms.poll: poll group 'fast' holds read signals; "
@@ -406,8 +406,8 @@ CASES: list[Case] = [
        "an event source needs a group of its own (or of subscriptions)"),)),
     # ------------------------------------------------------------ event sources and groups
     Case("unused-event-source-several-groups", machine(
-        '  - {name: a.b, node: "i=85", poll: fast}',                                   # 13
-        '  - {name: a.c, node: "i=86", poll: slow}',                                   # 14
+        '  - {name: x.a.b, node: "i=85", poll: fast}',                                   # 13
+        '  - {name: x.a.c, node: "i=86", poll: slow}',                                   # 14
         conn="  events: {alarms: {}}\n", poll=TWO_GROUPS),                             # 8
      ((f"{F}:8: connection.events.alarms.poll: required when the machine has several poll "
        "groups and no signal maps a field of this source"),)),
@@ -416,7 +416,7 @@ CASES: list[Case] = [
      (f"{F}:9: connection.events.alarms.poll: 'nope' is not a poll group of this machine "
       "(fast)",)),
     Case("event-source-group-without-signals", machine(
-        '  - {name: a.b, node: "i=85", poll: fast}',                                   # 16
+        '  - {name: x.a.b, node: "i=85", poll: fast}',                                   # 16
         conn="  mode: subscribe\n"                                                      # 8
              "  events:\n"                                                              # 9
              "    alarms:\n"                                                            # 10
@@ -425,10 +425,10 @@ CASES: list[Case] = [
      ((f"{F}:11: connection.events.alarms.poll: poll group 'slow' has no signals; collect "
        "the events with a group that has some"),)),
     Case("event-signal-outside-its-sources-group", machine(
-        '  - {name: a.b, node: "i=85", poll: fast, mode: subscribe}',                  # 13
-        '  - {name: a.c, event: alarms, field: Severity,',                             # 14
+        '  - {name: x.a.b, node: "i=85", poll: fast, mode: subscribe}',                  # 13
+        '  - {name: x.a.c, event: alarms, field: Severity,',                             # 14
         '     poll: fast}',                                                             # 15
-        '  - {name: a.d, node: "i=86", poll: slow, mode: subscribe}',                  # 16
+        '  - {name: x.a.d, node: "i=86", poll: slow, mode: subscribe}',                  # 16
         conn="  events: {alarms: {poll: slow}}\n", poll=TWO_GROUPS),                   # 8
      ((f"{F}:15: signals[1].poll: event source 'alarms' is collected by poll group 'slow'; "
        "its signals must be in that group"),)),
@@ -514,29 +514,29 @@ CASES: list[Case] = [
     Case("empty-username", machine(NODE, conn="  auth: {username: ''}\n"),
      (f"{F}:8: connection.auth.username: '': string should have at least 1 character",)),
     # ------------------------------------------------------------ subscribe settings, url
-    Case("server-deadband-empty", machine('  - {name: a.b, node: "i=85", server_deadband: {}}'),
+    Case("server-deadband-empty", machine('  - {name: x.a.b, node: "i=85", server_deadband: {}}'),
          (f"{F}:11: signals[0].server_deadband: give exactly one of absolute or percent",)),
     Case("server-deadband-both", machine(
-        "  - name: a.b",                                                                # 11
+        "  - name: x.a.b",                                                                # 11
         '    node: "i=85"',                                                             # 12
         "    server_deadband:",                                                         # 13
         "      absolute: 1",                                                            # 14
         "      percent: 2",                                                             # 15
     ), (f"{F}:13: signals[0].server_deadband: give exactly one of absolute or percent",)),
     Case("server-deadband-percent-over-100", machine(
-        "  - name: a.b",                                                                # 11
+        "  - name: x.a.b",                                                                # 11
         '    node: "i=85"',                                                             # 12
         "    server_deadband:",                                                         # 13
         "      percent: 100.5",                                                         # 14
     ), ((f"{F}:14: signals[0].server_deadband.percent: 100.5: input should be less than or "
          "equal to 100"),)),
     Case("server-deadband-negative", machine(
-        '  - {name: a.b, node: "i=85", server_deadband: {absolute: -1}}'),
+        '  - {name: x.a.b, node: "i=85", server_deadband: {absolute: -1}}'),
      ((f"{F}:11: signals[0].server_deadband.absolute: -1: input should be greater than or "
        "equal to 0"),)),
-    Case("queue-size-zero", machine('  - {name: a.b, node: "i=85", queue_size: 0}'),
+    Case("queue-size-zero", machine('  - {name: x.a.b, node: "i=85", queue_size: 0}'),
          (f"{F}:11: signals[0].queue_size: 0: input should be greater than or equal to 1",)),
-    Case("max-array-zero", machine('  - {name: a.b, node: "i=85", max_array: 0}'),
+    Case("max-array-zero", machine('  - {name: x.a.b, node: "i=85", max_array: 0}'),
          (f"{F}:11: signals[0].max_array: 0: input should be greater than or equal to 1",)),
     Case("url-not-opc-tcp", machine(NODE).replace(
         "url: opc.tcp://127.0.0.1:4840", "url: http://127.0.0.1:4840"),
@@ -725,7 +725,7 @@ def test_machine_schema_resolves_every_ref_in_its_own_defs() -> None:
 
 
 def test_namespace_index_above_65535_is_rejected(tmp_path: Path) -> None:
-    write(tmp_path, machine('  - {name: a.b, node: "ns=65536;i=1"}'))
+    write(tmp_path, machine('  - {name: x.a.b, node: "ns=65536;i=1"}'))
     errors = errors_of(tmp_path)
     assert len(errors) == 1 and errors[0].startswith(f"{F}:11: signals[0].node:"), errors
 
@@ -747,18 +747,18 @@ def test_unmapped_event_source_in_the_only_read_group_is_rejected(tmp_path: Path
 
 def test_settings_that_would_be_ignored_are_errors(tmp_path: Path) -> None:
     write(tmp_path, machine(
-        '  - {name: a.b, node: "i=85", sampling_interval: 100ms}',                     # 12
-        '  - {name: a.c, node: "i=85", queue_size: 5, server_deadband: {absolute: 1}}',  # 13
-        '  - {name: a.d, event: alarms, field: Code, mode: subscribe}',                # 14
-        '  - {name: a.e, event: alarms, field: Code, value_as: name}',                 # 15
+        '  - {name: x.a.b, node: "i=85", sampling_interval: 100ms}',                     # 12
+        '  - {name: x.a.c, node: "i=85", queue_size: 5, server_deadband: {absolute: 1}}',  # 13
+        '  - {name: x.a.d, event: alarms, field: Code, mode: subscribe}',                # 14
+        '  - {name: x.a.e, event: alarms, field: Code, value_as: name}',                 # 15
         conn="  events: {alarms: {}}\n"))
     assert errors_of(tmp_path) == [
         f"{F}:14: signals[2]: a signal with `event` has mode event, not subscribe",
         f"{F}:15: signals[3]: value_as: name applies to read and subscribed signals",
     ]
     write(tmp_path, machine(
-        '  - {name: a.b, node: "i=85", sampling_interval: 100ms}',                     # 11
-        '  - {name: a.c, node: "i=85", queue_size: 5, server_deadband: {absolute: 1}}'))  # 12
+        '  - {name: x.a.b, node: "i=85", sampling_interval: 100ms}',                     # 11
+        '  - {name: x.a.c, node: "i=85", queue_size: 5, server_deadband: {absolute: 1}}'))  # 12
     assert errors_of(tmp_path) == [
         f"{F}:11: signals[0].sampling_interval: applies to subscribed signals only (this one is read)",
         f"{F}:12: signals[1].queue_size: applies to subscribed signals only (this one is read)",

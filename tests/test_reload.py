@@ -30,14 +30,14 @@ def test_sighup_applies_machine_changes_and_refuses_an_invalid_config(
 
             # 1. An invalid config: nothing changes, every error is in the log.
             (config / "machines.d" / "change.yaml").write_text(
-                machines["change"].replace("family: press", "family: lathe"))
+                machines["change"].replace("line: line-1", "line: line-1\nfamily: lathe"))
             (config / "machines.d" / "new.yaml").write_text("id: new\n")
             agent.proc.send_signal(signal.SIGHUP)
             refused = wait_for(lambda: events(agent, "reload refused: keeping the running config"),
                                20, "the refused reload")
             assert refused[0]["errors"] >= 2
             errors = [str(e["error"]) for e in events(agent, "reload refused: config error")]
-            assert any(e.startswith("machines.d/change.yaml:4: family:") for e in errors), errors
+            assert any(e.startswith("machines.d/change.yaml:9: family:") for e in errors), errors
             assert any(e.startswith("machines.d/new.yaml") for e in errors), errors
             counts = {m: len(sub.telemetry(m)) for m in machines}
             wait_for(lambda: all(len(sub.telemetry(m)) > counts[m] + 3 for m in machines), 20,

@@ -500,15 +500,15 @@ TEMPCTL_YAML = textwrap.dedent(r"""
       zone2: 1s
 
     signals:
-      - {name: zone1.temperature.actual, field: pv, unit: Cel, poll: zone1}
-      - {name: zone1.temperature.setpoint, field: sp, unit: Cel, poll: zone1}
-      - {name: zone1.heater.output, field: out, unit: "%", poll: zone1}
-      - {name: zone1.status, field: status, type: int, poll: zone1,
+      - {name: temperature.zone1, field: pv, unit: Cel, poll: zone1}
+      - {name: temperature.zone1.setpoint, field: sp, unit: Cel, poll: zone1}
+      - {name: heater.zone1.output, field: out, unit: "%", poll: zone1}
+      - {name: x.tempctl.zone1.status, field: status, type: int, poll: zone1,
          enum: {0: ok, 1: high_alarm, 2: sensor_break}}
-      - {name: zone2.temperature.actual, field: pv, unit: Cel, poll: zone2}
-      - {name: zone2.temperature.setpoint, field: sp, unit: Cel, poll: zone2}
-      - {name: zone2.heater.output, field: out, unit: "%", poll: zone2}
-      - {name: zone2.status, field: status, type: int, poll: zone2,
+      - {name: temperature.zone2, field: pv, unit: Cel, poll: zone2}
+      - {name: temperature.zone2.setpoint, field: sp, unit: Cel, poll: zone2}
+      - {name: heater.zone2.output, field: out, unit: "%", poll: zone2}
+      - {name: x.tempctl.zone2.status, field: status, type: int, poll: zone2,
          enum: {0: ok, 1: high_alarm, 2: sensor_break}}
     """).lstrip()
 
@@ -575,7 +575,7 @@ def machine(conn: str, *signals: str, poll: str = "  g: 1s\n") -> str:
 
 SERIAL = "serial: {port: /dev/ttyUSB0}\n"
 STREAM = SERIAL + "delimiter: ','\ngroups:\n  g: {mode: stream}\n"
-IDX = "  - {name: a.b, index: 1}"
+IDX = "  - {name: x.a.b, index: 1}"
 
 
 def test_head_has_the_documented_length() -> None:
@@ -594,7 +594,7 @@ def test_single_quoted_and_plain_escapes_mean_the_same_bytes(tmp_path: Path) -> 
         groups:
           g: {command: ':01RD\r\n'}
           h: {command: ":02RD\r\n"}
-        """), "  - {name: a.b, index: 1, poll: g}", "  - {name: a.c, index: 1, poll: h}",
+        """), "  - {name: x.a.b, index: 1, poll: g}", "  - {name: x.a.c, index: 1, poll: h}",
                    poll="  g: 1s\n  h: 1s\n")
     config = load_config(write(tmp_path, {"m.yaml": text}), ALL_DRIVERS)
     conn = config.machines[0].model.connection
@@ -642,39 +642,39 @@ BROKEN: list[tuple[str, str, list[str]]] = [
      [f"{F}:10: connection.groups.g.mode: 'push' is not one of request, stream"]),
     ("regex-does-not-compile", machine(SERIAL + "groups:\n  g:\n    mode: stream\n"   # 7-10
                                        "    regex: '^(?P<a>\\d+'\n",                  # 11
-                                       "  - {name: a.b, field: a}"),
+                                       "  - {name: x.a.b, field: a}"),
      [(f"{F}:11: connection.groups.g.regex: '^(?P<a>\\\\d+' is not a valid regular expression: "
       "missing ), unterminated subpattern at position 1")]),
     ("field-not-in-regex", machine(SERIAL + "regex: '^T,(?P<stroke>\\d+),(?P<ch1>.*)$'\n"  # 8
                                    "groups:\n  g: {mode: stream}\n",                 # 9-10
-                                   "  - {name: a.b, field: stroke}",                 # 14
-                                   "  - name: a.c",                                  # 15
+                                   "  - {name: x.a.b, field: stroke}",                 # 14
+                                   "  - name: x.a.c",                                  # 15
                                    "    field: ch2"),                                # 16
      [(f"{F}:16: signals[1].field: 'ch2' is not a named group of the regex of poll group 'g' "
       "(it has: stroke, ch1)")]),
-    ("field-without-regex", machine(STREAM, "  - {name: a.b, field: pv}"),
+    ("field-without-regex", machine(STREAM, "  - {name: x.a.b, field: pv}"),
      [(f"{F}:14: signals[0].field: needs a `regex` with named groups (in connection.groups.g "
       "or on the connection)")]),
     ("regex-without-named-groups", machine(SERIAL + "groups:\n  g: {mode: stream, regex: 'T,(\\d+)'}\n",
-                                           "  - {name: a.b, field: pv}"),
+                                           "  - {name: x.a.b, field: pv}"),
      [(f"{F}:13: signals[0].field: 'pv' is not a named group of the regex of poll group 'g' "
       "(it has: none; name them (?P<name>...))")]),
     ("index-without-delimiter", machine(SERIAL + "groups:\n  g: {mode: stream}\n", IDX),
      [f"{F}:13: signals[0].index: needs a `delimiter` (in connection.groups.g or on the connection)"]),
-    ("field-and-index", machine(STREAM, "  - {name: a.b, index: 1, field: x}"),
+    ("field-and-index", machine(STREAM, "  - {name: x.a.b, index: 1, field: x}"),
      [(f"{F}:14: signals[0]: give exactly one of `field` (a named group of the regex) or "
       "`index` (a position after splitting by the delimiter)")]),
-    ("neither-field-nor-index", machine(STREAM, "  - {name: a.b, unit: kN}"),
+    ("neither-field-nor-index", machine(STREAM, "  - {name: x.a.b, unit: kN}"),
      [(f"{F}:14: signals[0]: give exactly one of `field` (a named group of the regex) or "
       "`index` (a position after splitting by the delimiter)")]),
-    ("unknown-type", machine(STREAM, "  - {name: a.b, index: 1, type: double}"),
+    ("unknown-type", machine(STREAM, "  - {name: x.a.b, index: 1, type: double}"),
      [f"{F}:14: signals[0].type: 'double' is not one of float, int, bool, str"]),
-    ("tokens-on-float", machine(STREAM, "  - {name: a.b, index: 1, true_tokens: [RUN]}"),
+    ("tokens-on-float", machine(STREAM, "  - {name: x.a.b, index: 1, true_tokens: [RUN]}"),
      [f"{F}:14: signals[0]: true_tokens/false_tokens apply to type bool only (this one is float)"]),
-    ("token-both-ways", machine(STREAM, "  - {name: a.b, index: 1, type: bool, true_tokens: [1],"
+    ("token-both-ways", machine(STREAM, "  - {name: x.a.b, index: 1, type: bool, true_tokens: [1],"
                                         " false_tokens: ['1', 'off']}"),
      [f"{F}:14: signals[0]: 1: both a true and a false token"]),
-    ("base-on-float", machine(STREAM, "  - {name: a.b, index: 1, base: 16}"),
+    ("base-on-float", machine(STREAM, "  - {name: x.a.b, index: 1, base: 16}"),
      [f"{F}:14: signals[0]: base applies to type int only (this one is float)"]),
     ("unknown-checksum", machine(STREAM + "checksum: {type: crc32}\n", IDX),          # 11
      [(f"{F}:11: connection.checksum.type: 'crc32' is not one of none, sum8, xor8, lrc, "
@@ -705,8 +705,8 @@ BROKEN: list[tuple[str, str, list[str]]] = [
      [f"{F}:7: connection.serial.parity: 'mark' is not one of N, E, O"]),
     ("group-not-a-poll-group", machine(STREAM + "  h: {command: R}\n", IDX),         # 11
      [f"{F}:11: connection.groups.h: 'h' is not a poll group of this machine (g)"]),
-    ("poll-group-without-entry", machine(STREAM, "  - {name: a.b, index: 1, poll: g}",  # 9
-                                         "  - {name: a.c, index: 2, poll: h}",
+    ("poll-group-without-entry", machine(STREAM, "  - {name: x.a.b, index: 1, poll: g}",  # 9
+                                         "  - {name: x.a.c, index: 2, poll: h}",
                                          poll="  g: 1s\n  h: 1s\n"),
      [(f"{F}:9: connection.groups: poll group 'h' has signals but no entry here: give it a "
       "`command` (request/response) or `mode: stream`")]),
@@ -714,13 +714,13 @@ BROKEN: list[tuple[str, str, list[str]]] = [
         SERIAL + "delimiter: ','\ngroups:\n"                                          # 7-9
         "  g: {mode: stream}\n"                                                        # 10
         "  h: {command: 'R\\r\\n', match: 'R,'}\n",                                    # 11
-        "  - {name: a.b, index: 1, poll: g}", "  - {name: a.c, index: 1, poll: h}",
+        "  - {name: x.a.b, index: 1, poll: g}", "  - {name: x.a.c, index: 1, poll: h}",
         poll="  g: 1s\n  h: 1s\n"),
      [(f"{F}:10: connection.groups.g: needs `match` (a regex the frame text starts with): the "
       "device both streams and answers requests, so every frame must name its group")]),
     ("two-streams-without-match", machine(
         SERIAL + "delimiter: ','\ngroups:\n  g: {mode: stream}\n  h: {mode: stream}\n",
-        "  - {name: a.b, index: 1, poll: g}", "  - {name: a.c, index: 1, poll: h}",
+        "  - {name: x.a.b, index: 1, poll: g}", "  - {name: x.a.c, index: 1, poll: h}",
         poll="  g: 1s\n  h: 1s\n"),
      [(f"{F}:10: connection.groups.g: needs `match` (a regex the frame text starts with): "
       "several groups take streamed frames, so every frame must name its group"),
@@ -1328,5 +1328,5 @@ def test_burst_log_logs_the_start_of_a_burst_then_at_most_every_repeat(
 
 def test_full_signal_model_accepts_the_driver_fields() -> None:
     model = signal_model(SERIAL_LINE)
-    signal: Any = model.model_validate({"name": "a.b", "index": 2, "type": "int", "scale": 0.1})
+    signal: Any = model.model_validate({"name": "x.a.b", "index": 2, "type": "int", "scale": 0.1})
     assert (signal.index, signal.type, signal.scale) == (2, "int", 0.1)

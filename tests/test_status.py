@@ -151,7 +151,7 @@ def test_parse_and_render_without_an_agent() -> None:
     assert after.machines["a"] == MachineMetrics(True, 150.0, 0.0, {}, 11.0, 0.0, None)
     assert after.machines["b"].bad == 34 and after.machines["b"].connected is False
     seen = {"a": MachineSignals()}
-    seen["a"].add([{"signal": "machine.execution.code", "value": "running", "quality": "good",
+    seen["a"].add([{"signal": "machine.state", "value": "running", "quality": "good",
                     "ts": 1_001_500_000_000},
                    {"signal": "cycle.count", "value": 7, "quality": "good", "ts": 1_001_500_000_000}])
     view = build_view([("a", True), ("b", True), ("c", False), ("d", True)], after, before,

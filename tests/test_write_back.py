@@ -75,7 +75,7 @@ line: l1
 connection: {protocol: modbus-tcp, host: 127.0.0.1, port: 5020}
 poll: {fast: 1s}
 signals:
-  - {name: ok.one, address: "hr:1", writable: true, min: 0, max: 10}
+  - {name: x.ok.one, address: "hr:1", writable: true, min: 0, max: 10}
 """
 
 
@@ -111,7 +111,7 @@ connection:
   events: {alarms: {}}
 poll: {fast: 1s}
 signals:
-  - {name: ok.one, node: "ns=2;s=X", writable: true, min: 0, max: 5}
+  - {name: x.ok.one, node: "ns=2;s=X", writable: true, min: 0, max: 5}
   - {name: alarm.code, event: alarms, field: AlarmCode, writable: true}
 """
     errors = _load(tmp_path, opcua)
@@ -270,18 +270,18 @@ GARBAGE: list[tuple[bytes, str]] = [
     (b"[1, 2, 3]", "bad_json"),
     (b'"a string"', "bad_json"),
     (b"null", "bad_json"),
-    (b'{"signal": "setpoint.speed", "value": 1}', "missing_field"),
+    (b'{"signal": "x.setpoint.speed", "value": 1}', "missing_field"),
     (b'{"request_id": "g1", "value": 1}', "missing_field"),
-    (b'{"request_id": "g2", "signal": "setpoint.speed"}', "missing_field"),
-    (b'{"request_id": {"x": 1}, "signal": "setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": true, "signal": "setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": "' + b"r" * 200 + b'", "signal": "setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": "g3", "signal": ["setpoint.speed"], "value": 1}', "wrong_type"),
-    (b'{"request_id": "g4", "signal": "setpoint.speed", "value": {"deep": [1, {"x": null}]}}', "wrong_type"),
-    (b'{"request_id": "g5", "signal": "setpoint.speed", "value": NaN}', "out_of_range"),
-    (b'{"request_id": "g6", "signal": "setpoint.speed", "value": 1e999}', "out_of_range"),
-    (b'{"request_id": "g7", "signal": "setpoint.speed", "value": 1' + b"0" * 3000 + b"}", "out_of_range"),
-    (b'{"request_id": "g8", "signal": "setpoint.speed", "value": null}', "wrong_type"),
+    (b'{"request_id": "g2", "signal": "x.setpoint.speed"}', "missing_field"),
+    (b'{"request_id": {"x": 1}, "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
+    (b'{"request_id": true, "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
+    (b'{"request_id": "' + b"r" * 200 + b'", "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
+    (b'{"request_id": "g3", "signal": ["x.setpoint.speed"], "value": 1}', "wrong_type"),
+    (b'{"request_id": "g4", "signal": "x.setpoint.speed", "value": {"deep": [1, {"x": null}]}}', "wrong_type"),
+    (b'{"request_id": "g5", "signal": "x.setpoint.speed", "value": NaN}', "out_of_range"),
+    (b'{"request_id": "g6", "signal": "x.setpoint.speed", "value": 1e999}', "out_of_range"),
+    (b'{"request_id": "g7", "signal": "x.setpoint.speed", "value": 1' + b"0" * 3000 + b"}", "out_of_range"),
+    (b'{"request_id": "g8", "signal": "x.setpoint.speed", "value": null}', "wrong_type"),
     (b'{"request_id": 9, "signal": "no.such", "value": 1}', "unknown_signal"),
     (b'{"request_id": 10, "signal": "press.stroke_rate", "value": 1}', "not_writable"),
 ]
@@ -290,7 +290,7 @@ GARBAGE: list[tuple[bytes, str]] = [
 async def test_hub_answers_every_bad_payload_once_and_queues_only_good_ones() -> None:
     hub, replies = _hub()
     model = SimpleNamespace(area="a1", line="l1")
-    groups = {"fast": [_modbus(name="setpoint.speed", address="hr:1", scale=0.1, min=0, max=100),
+    groups = {"fast": [_modbus(name="x.setpoint.speed", address="hr:1", scale=0.1, min=0, max=100),
                        MODBUS_SIGNAL.model_validate({"name": "press.stroke_rate",
                                                      "address": "hr:2"})]}
     inbox = hub.attach(_Machine("m1", model), groups)
@@ -301,7 +301,7 @@ async def test_hub_answers_every_bad_payload_once_and_queues_only_good_ones() ->
     assert all(t == topic + "/reply" and not r["ok"] for t, r in replies)
     assert [r["request_id"] for _, r in replies][:17] == [None] * 11 + ["g1", "g2"] + [None] * 3 + ["g3"]
     replies.clear()
-    good = b'{"request_id": "a", "signal": "setpoint.speed", "value": 1}'
+    good = b'{"request_id": "a", "signal": "x.setpoint.speed", "value": 1}'
     hub.submit("factory/s1/a1/l1/m2/cmd", good)  # no such machine
     hub.submit("factory/s1/a1/l9/m1/cmd", good)  # m1 is not on line l9
     hub.submit(topic, good, retain=True)  # would run again on every reconnect
@@ -318,8 +318,8 @@ async def test_hub_answers_every_bad_payload_once_and_queues_only_good_ones() ->
 async def test_several_agents_on_one_site_ignore_each_others_machines() -> None:
     hub, replies = _hub(unknown_machines="ignore")
     hub.attach(_Machine("m1", SimpleNamespace(area="a1", line="l1")),
-               {"fast": [_modbus(name="setpoint.speed", address="hr:1")]})
-    good = b'{"request_id": "a", "signal": "setpoint.speed", "value": 1}'
+               {"fast": [_modbus(name="x.setpoint.speed", address="hr:1")]})
+    good = b'{"request_id": "a", "signal": "x.setpoint.speed", "value": 1}'
     hub.submit("factory/s1/a1/l1/m2/cmd", good)
     hub.submit("factory/s1/a1/l1/m2/cmd", b"garbage")
     hub.submit("factory/s1/a1/l1/m1/cmd", b"garbage")
@@ -397,15 +397,15 @@ class _FakeDriver:
 async def test_the_runner_bounds_a_write_and_survives_driver_bugs() -> None:
     hub, replies = _hub(timeout="300ms")
     inbox = hub.attach(_Machine("m1", SimpleNamespace(area="a1", line="l1")),
-                       {"fast": [_modbus(name="setpoint.speed", address="hr:1")]})
+                       {"fast": [_modbus(name="x.setpoint.speed", address="hr:1")]})
     topic = "factory/s1/a1/l1/m1/cmd"
     loop = asyncio.get_running_loop()
     for behaviour in ("hang", "bug", "down", "fine"):
-        hub.submit(topic, json.dumps({"request_id": behaviour, "signal": "setpoint.speed",
+        hub.submit(topic, json.dumps({"request_id": behaviour, "signal": "x.setpoint.speed",
                                       "value": 1}).encode())
         # A poll is due already: the one command waiting runs first, then serve returns.
         await inbox.serve(loop.time(), _FakeDriver(behaviour))  # type: ignore[arg-type]
-    hub.submit(topic, b'{"request_id": "no-write", "signal": "setpoint.speed", "value": 1}')
+    hub.submit(topic, b'{"request_id": "no-write", "signal": "x.setpoint.speed", "value": 1}')
     await inbox.serve(loop.time(), SimpleNamespace(connected=True))  # type: ignore[arg-type]
     assert [(r["request_id"], r["reason"]) for _, r in replies] == [
         ("hang", "timeout"), ("bug", "device_error"), ("down", "not_connected"),
@@ -511,17 +511,17 @@ PRESS_SIGNALS = """\
   - {name: press.stroke_rate, address: "hr:3", type: uint16, scale: 0.1, unit: "1/min"}
   - {name: lubrication.pump_on, address: "co:0"}
   - {name: die.clamp_closed, address: "co:1", writable: true}
-  - {name: setpoint.speed, address: "hr:56", type: uint16, scale: 0.1, unit: "%",
+  - {name: x.setpoint.speed, address: "hr:56", type: uint16, scale: 0.1, unit: "%",
      writable: true, min: 0, max: 100}
-  - {name: setpoint.offset, address: "hr:57", type: int16, writable: true}
-  - {name: setpoint.force, address: "hr:58", type: float32, word_order: little, unit: kN,
+  - {name: x.setpoint.offset, address: "hr:57", type: int16, writable: true}
+  - {name: x.setpoint.force, address: "hr:58", type: float32, word_order: little, unit: kN,
      writable: true, min: -500, max: 2500}
-  - {name: setpoint.flags.ready, address: "hr:60.0"}
-  - {name: setpoint.flags.hold, address: "hr:60.3", writable: true}
-  - {name: setpoint.mode, address: "hr:61", type: uint16, enum: {0: "off", 1: auto, 2: manual},
+  - {name: x.setpoint.flags.ready, address: "hr:60.0"}
+  - {name: x.setpoint.flags.hold, address: "hr:60.3", writable: true}
+  - {name: x.setpoint.mode, address: "hr:61", type: uint16, enum: {0: "off", 1: auto, 2: manual},
      writable: true}
-  - {name: setpoint.recipe, address: "hr:62", type: string(4), writable: true}
-  - {name: machine.state_code, address: "hr:0", type: uint16, writable: true}
+  - {name: x.setpoint.recipe, address: "hr:62", type: string(4), writable: true}
+  - {name: x.machine.state_code, address: "hr:0", type: uint16, writable: true}
 """
 
 CNC_YAML = """id: cnc-w
@@ -668,7 +668,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                                           "write: {enabled: true, timeout: 1s, queue_size: 2}\n"), {
         "press-w": press_yaml("press-w", "line-7", servers[0].port, "1s", PRESS_SIGNALS),
         "press-slow": press_yaml("press-slow", "line-7", servers[1].port, "3s",
-                                 '  - {name: setpoint.speed, address: "hr:56", writable: true}\n'),
+                                 '  - {name: x.setpoint.speed, address: "hr:56", writable: true}\n'),
         "press-down": press_yaml("press-down", "line-7", free_port(), "200ms",
                                  '  - {name: die.clamp_closed, address: "co:1", writable: true}\n'),
         "cnc-w": CNC_YAML.format(url=cnc.endpoint.rstrip("/")),
@@ -676,7 +676,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     # Another site: the enabled agent answers every command of its own site.
     agent_off = Agent(root / "off", agent_yaml("gw-off", broker.port, "", "othersite"), {
         "press-off": press_yaml("press-off", "line-8", servers[2].port, "1s",
-                                '  - {name: setpoint.speed, address: "hr:56", writable: true}\n'),
+                                '  - {name: x.setpoint.speed, address: "hr:56", writable: true}\n'),
     })
     rig = Rig(broker, sims, press, cnc, agent, agent_off, client, off_press)
     try:
@@ -699,29 +699,29 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 def test_modbus_writes_reach_the_registers_in_the_signals_encoding(rig: Rig) -> None:
     c, sp = rig.client, rig.press.setpoints
-    reply = c.command(PRESS, "setpoint.speed", 42.5, "speed-1")
+    reply = c.command(PRESS, "x.setpoint.speed", 42.5, "speed-1")
     assert reply == {"request_id": "speed-1", "ok": True, "reason": None, "detail": None,
-                     "machine": "press-w", "signal": "setpoint.speed", "value": 42.5,
+                     "machine": "press-w", "signal": "x.setpoint.speed", "value": 42.5,
                      "raw": 425, "ts": reply["ts"]}
     assert sp[0] == 425  # uint16, scale 0.1 reversed
-    assert c.command(PRESS, "setpoint.force", 812.5, "force-1")["ok"]
+    assert c.command(PRESS, "x.setpoint.force", 812.5, "force-1")["ok"]
     assert sp[2:4] == wo.float32(812.5, "CDAB")  # word_order: little
-    assert c.command(PRESS, "setpoint.offset", -1234, "offset-1")["ok"]
+    assert c.command(PRESS, "x.setpoint.offset", -1234, "offset-1")["ok"]
     assert sp[1] == wo.int16(-1234)[0]
-    assert c.command(PRESS, "setpoint.flags.hold", True, "bit-1")["ok"]
+    assert c.command(PRESS, "x.setpoint.flags.hold", True, "bit-1")["ok"]
     assert sp[4] == 0b1001  # read-modify-write: bit 0 kept
-    assert c.command(PRESS, "setpoint.flags.hold", False, "bit-2")["ok"]
+    assert c.command(PRESS, "x.setpoint.flags.hold", False, "bit-2")["ok"]
     assert sp[4] == 0b0001
-    assert c.command(PRESS, "setpoint.mode", "manual", "mode-1")["raw"] == 2
+    assert c.command(PRESS, "x.setpoint.mode", "manual", "mode-1")["raw"] == 2
     assert sp[5] == 2
-    assert c.command(PRESS, "setpoint.recipe", "R7", "recipe-1")["ok"]
+    assert c.command(PRESS, "x.setpoint.recipe", "R7", "recipe-1")["ok"]
     assert sp[6:8] == wo.ascii_string("R7", 2)
     # The agent reads back what it wrote.
     seq = c.telemetry("press-w")[-1]["seq"]
-    c.wait(lambda: (c.latest("press-w", "setpoint.force", seq) or {}).get("value") == 812.5,
+    c.wait(lambda: (c.latest("press-w", "x.setpoint.force", seq) or {}).get("value") == 812.5,
            "the written force in telemetry")
-    assert c.latest("press-w", "setpoint.speed")["value"] == 42.5
-    assert c.latest("press-w", "setpoint.mode")["value"] == "manual"
+    assert c.latest("press-w", "x.setpoint.speed")["value"] == 42.5
+    assert c.latest("press-w", "x.setpoint.mode")["value"] == "manual"
 
 
 def test_a_coil_write(rig: Rig) -> None:
@@ -753,19 +753,19 @@ def test_an_opcua_write_with_the_nodes_data_type(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("topic, signal_name, value, reason, detail", [
-    (f"{BASE}/stamping/line-7/press-nope/cmd", "setpoint.speed", 1, "unknown_machine", None),
-    (f"{BASE}/stamping/line-1/press-w/cmd", "setpoint.speed", 1, "unknown_machine", None),
+    (f"{BASE}/stamping/line-7/press-nope/cmd", "x.setpoint.speed", 1, "unknown_machine", None),
+    (f"{BASE}/stamping/line-1/press-w/cmd", "x.setpoint.speed", 1, "unknown_machine", None),
     (PRESS, "no.such.signal", 1, "unknown_signal", None),
     (PRESS, "lubrication.pump_on", True, "not_writable", "the signal is not marked writable"),
-    (PRESS, "setpoint.speed", "fast", "wrong_type", "expected a number"),
-    (PRESS, "setpoint.speed", 12.34, "wrong_type", None),
-    (PRESS, "setpoint.flags.hold", 1, "wrong_type", "expected true or false"),
-    (PRESS, "setpoint.recipe", 42, "wrong_type", "expected a string"),
-    (PRESS, "setpoint.speed", 100.5, "out_of_range", "100.5 is outside 0..100"),
-    (PRESS, "setpoint.offset", 40000, "out_of_range", "raw value 40000 is outside -32768..32767"),
-    (PRESS, "setpoint.mode", "turbo", "out_of_range", None),
-    (PRESS, "setpoint.recipe", "R2D2X", "out_of_range", "longer than 4 characters"),
-    (PRESS, "machine.state_code", 1, "device_error", "device_exception:2"),
+    (PRESS, "x.setpoint.speed", "fast", "wrong_type", "expected a number"),
+    (PRESS, "x.setpoint.speed", 12.34, "wrong_type", None),
+    (PRESS, "x.setpoint.flags.hold", 1, "wrong_type", "expected true or false"),
+    (PRESS, "x.setpoint.recipe", 42, "wrong_type", "expected a string"),
+    (PRESS, "x.setpoint.speed", 100.5, "out_of_range", "100.5 is outside 0..100"),
+    (PRESS, "x.setpoint.offset", 40000, "out_of_range", "raw value 40000 is outside -32768..32767"),
+    (PRESS, "x.setpoint.mode", "turbo", "out_of_range", None),
+    (PRESS, "x.setpoint.recipe", "R2D2X", "out_of_range", "longer than 4 characters"),
+    (PRESS, "x.machine.state_code", 1, "device_error", "device_exception:2"),
     (DOWN, "die.clamp_closed", True, "not_connected", "the device is not connected"),
 ])
 def test_refusals_say_why(rig: Rig, topic: str, signal_name: str, value: Any, reason: str,
@@ -784,7 +784,7 @@ def test_a_slow_device_times_out_and_a_full_queue_is_busy(rig: Rig) -> None:
     c = rig.client
     c.wait(lambda: c.telemetry("press-slow"), "the slow press answering")
     for i in range(6):  # one runs or waits for the poll in progress, two wait, the rest: busy
-        c.publish(SLOW, {"signal": "setpoint.speed", "value": i, "request_id": f"slow-{i}"})
+        c.publish(SLOW, {"signal": "x.setpoint.speed", "value": i, "request_id": f"slow-{i}"})
     replies = c.wait(lambda: len(c.replies(SLOW)) >= 6 and c.replies(SLOW), "six replies")
     reasons = sorted(r["reason"] for r in replies)
     assert set(reasons) == {"busy", "timeout"} and reasons.count("timeout") <= 3, reasons
@@ -815,8 +815,8 @@ def test_garbage_gets_replies_and_crashes_nothing(rig: Rig) -> None:
     assert rig.press.setpoints == before
     # Still polling and writing afterwards.
     seq = c.telemetry("press-w")[-1]["seq"]
-    c.wait(lambda: c.latest("press-w", "setpoint.speed", seq), "telemetry after the garbage")
-    assert c.command(PRESS, "setpoint.speed", 10, "after-garbage")["ok"]
+    c.wait(lambda: c.latest("press-w", "x.setpoint.speed", seq), "telemetry after the garbage")
+    assert c.command(PRESS, "x.setpoint.speed", 10, "after-garbage")["ok"]
     assert rig.press.setpoints[0] == 100
 
 
@@ -824,7 +824,7 @@ def test_every_command_has_an_audit_line(rig: Rig) -> None:
     lines = [e for e in rig.agent.logs() if e.get("event") == "write command"]
     ok = next(e for e in lines if e.get("request_id") == "speed-1")
     assert {k: ok[k] for k in ("machine", "signal", "value", "raw", "result", "level")} == {
-        "machine": "press-w", "signal": "setpoint.speed", "value": 42.5, "raw": 425,
+        "machine": "press-w", "signal": "x.setpoint.speed", "value": 42.5, "raw": 425,
         "result": "ok", "level": "info"}
     failed = next(e for e in lines if e.get("request_id") == "tool-1")
     assert (failed["result"], failed["reason"], failed["detail"], failed["level"]) == (
@@ -837,7 +837,7 @@ def test_every_command_has_an_audit_line(rig: Rig) -> None:
 
 def test_write_is_disabled_by_default_not_even_subscribed(rig: Rig) -> None:
     c = rig.client
-    c.publish(OFF, {"signal": "setpoint.speed", "value": 7, "request_id": "off-1"})
+    c.publish(OFF, {"signal": "x.setpoint.speed", "value": 7, "request_id": "off-1"})
     seq = c.telemetry("press-off")[-1]["seq"]
     c.wait(lambda: len([b for b in c.telemetry("press-off") if b["seq"] > seq]) >= 5,
            "five more polls of the disabled agent")
@@ -856,7 +856,7 @@ def test_commands_are_subscribed_again_after_a_broker_restart(rig: Rig) -> None:
     rig.broker.start()
     wait_for(lambda: subscribed() == 2, 20, "the agent subscribing again")
     wait_for(lambda: rig.client.subscriptions == 2, 20, "the test client subscribing again")
-    assert rig.client.command(PRESS, "setpoint.speed", 55, "after-restart")["ok"]
+    assert rig.client.command(PRESS, "x.setpoint.speed", 55, "after-restart")["ok"]
     assert rig.press.setpoints[0] == 550
 
 

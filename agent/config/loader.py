@@ -1,19 +1,32 @@
 """Load a config folder: agent.yaml plus one file per machine, every problem reported at once
-as `file:line: field: message`."""
+as `file:line: field: message`.
+
+A machine file may `use:` a template (agent/config/templates.py). Every error is located
+through the document's `locate`, so it names the file and line the offending value is
+written at, a template's included, and the field path as numbered in that file.
+"""
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent.config.derive import check_derive
 from agent.config.models import AgentFile, MachineBase, machine_model
-from agent.config.yaml_source import YamlDocument, YamlSyntaxError, load_yaml
+from agent.config.templates import Problem, TemplateLibrary
+from agent.config.yaml_source import (
+    Location,
+    SourceDocument,
+    YamlDocument,
+    YamlSyntaxError,
+    load_yaml,
+)
 from drivers.base import DriverSpec
 
 AGENT_FILE = "agent.yaml"
@@ -48,7 +61,11 @@ class MachineConfig:
     model: Any  # the protocol's machine model (MachineBase + connection + signals)
     spec: DriverSpec
     source: Path
-    digest: str  # content hash, so a reload can tell changed machines from unchanged
+    # Content hash of the machine file and every template it uses, so a reload can tell
+    # changed machines from unchanged.
+    digest: str
+    # The (merged) file the model came from, to point later errors at the right file:line.
+    document: SourceDocument | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -62,6 +79,11 @@ class MachineConfig:
             group = signal.poll or only  # validation guarantees one of the two
             groups[group].append(signal)  # type: ignore[index]
         return {name: signals for name, signals in groups.items() if signals}
+
+    def locate(self, loc: Sequence[str | int]) -> Location:
+        """Where `loc` of this machine's data is written (in a template, for inherited values)."""
+        document = self.document if self.document is not None else load_yaml(self.source)
+        return document.locate(loc)
 
 
 @dataclass(slots=True)
@@ -78,13 +100,14 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
     errors: list[ConfigError] = []
     agent_path = root / AGENT_FILE
     agent_doc = _read(agent_path, root, errors)
-    agent = _validate(agent_doc, AGENT_FILE, AgentFile, errors) if agent_doc else None
+    agent = _validate(agent_doc, AgentFile, errors) if agent_doc else None
     # Even when agent.yaml is invalid, check the machine folder it names (or the default).
     raw_folder = agent_doc.data.get("machines") if agent_doc else None
     folder = agent.machines if agent else (raw_folder if isinstance(raw_folder, str) else "machines.d")
     machines_dir = root / folder
     machines: list[MachineConfig] = []
     models: dict[str, type[BaseModel]] = {}  # per protocol: building one costs milliseconds
+    templates = TemplateLibrary(root)  # reads each template once, however many machines use it
     if not machines_dir.is_dir():
         line = agent_doc.line_of(["machines"]) if agent_doc and "machines" in agent_doc.data else None
         errors.append(ConfigError(AGENT_FILE, line, "machines",
@@ -96,14 +119,13 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
                                       "no machine files (*.yaml) in this folder"))
         seen: dict[str, str] = {}
         for path in files:
-            machine = _load_machine(path, root, drivers, models, errors)
+            machine = _load_machine(path, root, drivers, models, templates, errors)
             if machine is None:
                 continue
             rel = _rel(path, root)
             if machine.id in seen:
-                doc = load_yaml(path)
-                errors.append(ConfigError(rel, doc.line_of(["id"]), "id",
-                                          f"machine id {machine.id!r} is already used in {seen[machine.id]}"))
+                errors.append(error_at(machine.locate(("id",)),
+                                     f"machine id {machine.id!r} is already used in {seen[machine.id]}"))
                 continue
             seen[machine.id] = rel
             machines.append(machine)
@@ -127,18 +149,17 @@ def _check_shared(machines: list[MachineConfig], root: Path, errors: list[Config
         key, settings, member = shared
         rel = _rel(machine.source, root)
         first = lines.setdefault(key, (settings, rel))
-        line = load_yaml(machine.source).line_of(["connection"])
+        at = machine.locate(("connection",))
         if first[0] != settings:
             differ = ", ".join(f"{k} {first[0][k]!r}" for k in first[0]
                                if first[0][k] != settings.get(k))
-            errors.append(ConfigError(rel, line, "connection",
-                                      f"shares its line with {first[1]}, which sets {differ}: "
-                                      "every unit on one line needs the same settings"))
+            errors.append(error_at(at, f"shares its line with {first[1]}, which sets {differ}: "
+                                 "every unit on one line needs the same settings"))
         elif member is not None:
             other = members.setdefault((key, member), rel)
             if other != rel:
-                errors.append(ConfigError(rel, line, "connection.unit_id",
-                                          f"unit {member} on this line is already polled by {other}"))
+                errors.append(error_at(at, f"unit {member} on this line is already polled by {other}",
+                                     field="connection.unit_id"))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -148,10 +169,16 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+def error_at(at: Location, message: str, field: str | None = None) -> ConfigError:
+    """An error at `at`, its field path as numbered in that file unless `field` is given."""
+    return ConfigError(at.file, at.line, _field_path(at.loc) if field is None else field,
+                       message + at.note)
+
+
 def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | None:
     rel = _rel(path, root)
     try:
-        doc = load_yaml(path)
+        doc = load_yaml(path, rel)
     except FileNotFoundError:
         errors.append(ConfigError(rel, None, "", "file not found"))
         return None
@@ -168,7 +195,7 @@ def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | N
     return doc
 
 
-def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
+def _validate(doc: SourceDocument, model: type[BaseModel],
               errors: list[ConfigError], data: Any = None, base_dir: Path | None = None) -> Any:
     try:
         # base_dir: relative file names in a config file are relative to that file.
@@ -178,16 +205,19 @@ def _validate(doc: YamlDocument, rel: str, model: type[BaseModel],
         for err in exc.errors():
             loc = tuple(err["loc"])
             known = _fields_at(model, loc[:-1]) if err["type"] == "extra_forbidden" else set()
-            errors.append(ConfigError(rel, doc.line_of(loc), _field_path(loc),
-                                      _message(err, known)))
+            errors.append(error_at(doc.locate(loc), _message(err, known)))
         return None
 
 
 def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
-                  models: dict[str, type[BaseModel]],
+                  models: dict[str, type[BaseModel]], templates: TemplateLibrary,
                   errors: list[ConfigError]) -> MachineConfig | None:
-    rel = _rel(path, root)
-    doc = _read(path, root, errors)
+    read = _read(path, root, errors)
+    if read is None:
+        return None
+    problems: list[Problem] = []
+    doc = templates.resolve(read, _rel(path, root), problems)
+    errors.extend(error_at(p.where, p.message, field=p.field) for p in problems)
     if doc is None:
         return None
     data = doc.data
@@ -197,33 +227,33 @@ def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
     if spec is None:
         # Check the protocol-independent fields anyway so one run shows every problem.
         partial = {k: v for k, v in data.items() if k not in ("connection", "signals")}
-        _validate(doc, rel, MachineBase, errors, partial)
+        _validate(doc, MachineBase, errors, partial)
         if not isinstance(connection, dict):
-            errors.append(ConfigError(rel, doc.line_of(["connection"]), "connection",
-                                      "required: a mapping with at least `protocol`"))
+            errors.append(error_at(doc.locate(("connection",)),
+                                 "required: a mapping with at least `protocol`"))
         else:
             choices = ", ".join(sorted(drivers))
-            shown = "missing" if protocol is None else f"{protocol!r} is not one of {choices}"
-            errors.append(ConfigError(rel, doc.line_of(["connection", "protocol"]),
-                                      "connection.protocol", shown if protocol is not None
-                                      else f"required field is missing (one of {choices})"))
+            errors.append(error_at(doc.locate(("connection", "protocol")),
+                                 f"{protocol!r} is not one of {choices}" if protocol is not None
+                                 else f"required field is missing (one of {choices})"))
         return None
     before = len(errors)
     if spec.protocol not in models:
         models[spec.protocol] = machine_model(spec)
-    model = _validate(doc, rel, models[spec.protocol], errors, base_dir=path.parent)
-    _check_signals(data, doc, rel, errors)
-    if model is not None and spec.check is not None and len(errors) == before:
-        for loc, message in spec.check(model.connection, model.signals, model.poll):
-            errors.append(ConfigError(rel, doc.line_of(loc), _field_path(loc), message))
+    model = _validate(doc, models[spec.protocol], errors, base_dir=path.parent)
+    _check_signals(data, doc, errors)
+    if model is not None and len(errors) == before:
+        found = list(check_derive(model.derive, model.signals))
+        if spec.check is not None:
+            found += spec.check(model.connection, model.signals, model.poll)
+        for loc, message in found:
+            errors.append(error_at(doc.locate(loc), message))
     if model is None or len(errors) > before:
         return None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return MachineConfig(model, spec, path, digest)
+    return MachineConfig(model, spec, path, doc.digest, doc)
 
 
-def _check_signals(data: dict[str, Any], doc: YamlDocument, rel: str,
-                   errors: list[ConfigError]) -> None:
+def _check_signals(data: dict[str, Any], doc: SourceDocument, errors: list[ConfigError]) -> None:
     # On the raw data, so that these show up alongside field errors of the same file.
     signals = data.get("signals")
     poll = data.get("poll")
@@ -237,22 +267,25 @@ def _check_signals(data: dict[str, Any], doc: YamlDocument, rel: str,
         name = signal.get("name")
         if isinstance(name, str):
             if name in names:
-                errors.append(ConfigError(rel, doc.line_of(["signals", i, "name"]),
-                                          f"signals[{i}].name",
-                                          f"{name!r} is already defined at signals[{names[name]}]"))
+                at = doc.locate(("signals", i, "name"))
+                first = doc.locate(("signals", names[name]))
+                # Index numbering is per file: name the first one's file when it differs.
+                shown = (_field_path(first.loc) if first.file == at.file
+                         else f"{first.file}:{first.line}")
+                errors.append(error_at(at, f"{name!r} is already defined at {shown}"))
             else:
                 names[name] = i
         if groups is None:
             continue
         group = signal.get("poll")
         if group is None and len(groups) > 1:
-            errors.append(ConfigError(rel, doc.line_of(["signals", i]), f"signals[{i}].poll",
-                                      f"required when the machine has several poll groups "
-                                      f"({', '.join(groups)})"))
+            errors.append(error_at(doc.locate(("signals", i, "poll")),
+                                 f"required when the machine has several poll groups "
+                                 f"({', '.join(groups)})"))
         elif group is not None and str(group) not in groups:
-            errors.append(ConfigError(rel, doc.line_of(["signals", i, "poll"]), f"signals[{i}].poll",
-                                      f"{group!r} is not a poll group of this machine "
-                                      f"({', '.join(groups)})"))
+            errors.append(error_at(doc.locate(("signals", i, "poll")),
+                                 f"{group!r} is not a poll group of this machine "
+                                 f"({', '.join(groups)})"))
 
 
 def _field_path(loc: Sequence[str | int]) -> str:

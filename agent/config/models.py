@@ -6,17 +6,29 @@ driver's DriverSpec; `machine_model` joins them.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
-from pydantic import ValidationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from agent import units, vocabulary
+from agent.config.derive import DeriveConfig
 from drivers.base import DriverSpec
 from drivers.config_types import ByteSize, Duration
 
 # Names that end up in MQTT topics: no '/', '+', '#' or spaces.
 TOPIC_SAFE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SIGNAL_NAME = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+PERCENT = r"^\s*\d+(\.\d+)?\s*%\s*$"
 
 
 class _Strict(BaseModel):
@@ -190,24 +202,93 @@ class CommonSignal(_Strict):
     """Signal fields every protocol shares; a driver adds its own (address, type, ...)."""
 
     name: str = Field(pattern=SIGNAL_NAME, description="canonical signal name")
-    unit: str | None = Field(None, description="UCUM-style unit, e.g. kN, mm, Cel, rev/min")
+    unit: str | None = Field(None, description="the device's unit (UCUM-style, e.g. kN, tf, "
+                             "bar, [degF]) of the value after scale and offset; it is "
+                             "converted to the unit docs/vocabulary.md fixes for the name")
     poll: str | None = Field(None, description="poll group; may be left out with one group")
     scale: float = 1.0
     offset: float = 0.0
     enum: dict[int, str] | None = Field(None, description="raw integer -> label")
-    deadband: float | None = Field(
-        None, ge=0, description="report by exception: publish when the value moves this much"
+    deadband: float | str | None = Field(
+        None, description="report by exception for a number: publish when it moves more than "
+        "this (in the published unit), or more than `N%` of the last published value",
+        json_schema_extra={"anyOf": [{"type": "number", "minimum": 0},
+                                     {"type": "string", "pattern": PERCENT}, {"type": "null"}]},
     )
     heartbeat: Duration = Field(
-        60.0, gt=0, description="with a deadband: publish at least this often"
+        60.0, gt=0, description="report by exception: publish at least this often, "
+        "even when unchanged"
     )
+    report: Literal["auto", "every_poll"] = Field(
+        "auto", description="auto: a number every poll unless it has a deadband; booleans, "
+        "enum labels and text only on change (and at each heartbeat). every_poll: always")
     description: str | None = None
     writable: bool = Field(False, description="accept write commands for this signal "
                            "(needs write.enabled in agent.yaml)")
     min: float | None = Field(None, description="writes: lowest value accepted, in the "
-                              "signal's unit (after scale and offset)")
+                              "published unit")
     max: float | None = Field(None, description="writes: highest value accepted, in the "
-                              "signal's unit (after scale and offset)")
+                              "published unit")
+
+    @field_validator("name")
+    @classmethod
+    def _in_vocabulary(cls, value: str) -> str:
+        vocabulary.check(value)  # ValueError: not a canonical name, not `x.`
+        return value
+
+    @field_validator("unit")
+    @classmethod
+    def _convertible(cls, value: str | None, info: ValidationInfo) -> str | None:
+        term = vocabulary.lookup(info.data.get("name") or "")
+        if term is None:
+            return value  # a vendor-specific name publishes the unit it is given
+        if term.unit is None:
+            if value is not None:
+                raise ValueError(f"{term.name} has no unit (it is {_a(term.type)}): leave unit out")
+            return value
+        if value is not None:
+            units.conversion(value, term.unit)  # ValueError names both units
+        return value
+
+    @field_validator("enum")
+    @classmethod
+    def _labels_in_vocabulary(cls, value: dict[int, str] | None,
+                              info: ValidationInfo) -> dict[int, str] | None:
+        term = vocabulary.lookup(info.data.get("name") or "")
+        if value is not None and term is not None and term.values:
+            wrong = sorted({label for label in value.values() if label not in term.values})
+            if wrong:
+                raise ValueError(f"{', '.join(map(repr, wrong))}: {term.name} takes "
+                                 f"{', '.join(term.values)}")
+        return value
+
+    @field_validator("deadband")
+    @classmethod
+    def _deadband(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            if not re.match(PERCENT, value):
+                raise ValueError(f"{value!r}: give a number (absolute) or a percentage like 2%")
+            return value.strip()
+        if value is not None and (value < 0 or not math.isfinite(value)):
+            raise ValueError(f"{value:g}: must be a finite number >= 0")
+        return value
+
+    def deadband_rule(self) -> tuple[float, bool] | None:
+        """(amount, is_percent) of the deadband, or None."""
+        if self.deadband is None:
+            return None
+        if isinstance(self.deadband, str):
+            return float(self.deadband.rstrip("% \t")), True
+        return float(self.deadband), False
+
+    def transform(self) -> tuple[str | None, float, float]:
+        """Published unit, scale and offset: the device value times scale plus offset is in
+        `unit`, then converted to the unit the vocabulary fixes for this name."""
+        term = vocabulary.lookup(self.name)
+        if term is None or term.unit is None or self.unit is None:
+            return (self.unit if term is None else term.unit), self.scale, self.offset
+        factor, shift = units.conversion(self.unit, term.unit)
+        return term.unit, self.scale * factor, self.offset * factor + shift
 
     @model_validator(mode="after")
     def _write_rules(self) -> CommonSignal:
@@ -228,7 +309,7 @@ class CommonSignal(_Strict):
             kind = ("enum labels" if self.enum is not None
                     else "true/false" if spec.kind == "bool" else "a string")
             raise ValueError(f"min/max apply to numbers; this signal takes {kind}")
-        if self.scale == 0 and spec.numeric and self.enum is None:
+        if self.transform()[1] == 0 and spec.numeric and self.enum is None:
             raise ValueError("writable: scale 0 cannot be reversed into a device value")
         return self
 
@@ -242,6 +323,12 @@ class MachineBase(_Strict):
     enabled: bool = True
     poll: dict[str, Annotated[Duration, Field(ge=0.001)]] = Field(
         min_length=1, description="poll group -> interval (at least 1ms)")
+    derive: DeriveConfig = Field(default_factory=DeriveConfig, description="signals and "
+                                 "events computed at the edge from what is polled")
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def signal_model(spec: DriverSpec) -> type[BaseModel]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agent.config.models import AgentFile, machine_model
+from agent.config.templates import TEMPLATE_NAME
 from drivers.base import DriverSpec
 
 
@@ -24,9 +26,14 @@ def _machine_schema(models: list[Any]) -> dict[str, Any]:
     `oneOf` them, and `connection` / `signals` spelled out so editors complete them."""
     defs: dict[str, Any] = {}
     refs = []
+    # `use:` is read by the loader (templates.py) before validation, so no model has it.
+    use = {"type": "string", "pattern": TEMPLATE_NAME.pattern,
+           "description": "template this machine is based on (templates/<name>.yaml in the "
+           "config folder, else a bundled one); the fields here override it"}
     for model in models:
         schema = model.model_json_schema()
         defs.update(schema.pop("$defs", {}))
+        schema["properties"] = {"use": use, **schema["properties"]}
         defs[model.__name__] = schema
         refs.append({"$ref": f"#/$defs/{model.__name__}"})
     first = defs[models[0].__name__]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -19,12 +21,50 @@ class YamlSyntaxError(ValueError):
         self.line = line
 
 
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a value is written: the file as shown in errors, its line, and the value's
+    location inside that file (which, in a machine built from a template, is not the
+    location in the merged data: signal indexes differ per file)."""
+
+    file: str
+    line: int | None  # None: the file as a whole (it cannot be read)
+    loc: tuple[str | int, ...]
+    note: str = ""  # appended to messages about this place (names the template and its user)
+
+
+class SourceDocument(Protocol):
+    """What the loader needs of a config file: its data and where each value is written."""
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    def line_of(self, loc: Sequence[str | int]) -> int: ...
+
+    def where(self, loc: Sequence[str | int]) -> tuple[str, int]: ...
+
+    def locate(self, loc: Sequence[str | int]) -> Location: ...
+
+
 @dataclass(slots=True)
 class YamlDocument:
     """Plain Python data of a YAML file plus the parsed tree for line look-ups."""
 
     data: Any
     tree: Any
+    name: str = ""  # the file as shown in errors
+    digest: str = ""  # sha256 of the file's bytes
+
+    def where(self, loc: Sequence[str | int]) -> tuple[str, int]:
+        """(file as shown, line) of `loc`."""
+        return self.name, self.line_of(loc)
+
+    def locate(self, loc: Sequence[str | int]) -> Location:
+        """Location of `loc`; in a plain file that is `loc` itself."""
+        return Location(self.name, self.line_of(loc), tuple(loc))
 
     def line_of(self, loc: Sequence[str | int]) -> int:
         """1-based line of the deepest part of `loc` present in the file."""
@@ -64,9 +104,12 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def load_yaml(path: Path) -> YamlDocument:
-    """Parse one YAML file; raises YamlSyntaxError (with line) or OSError."""
-    text = path.read_text(encoding="utf-8")
+def load_yaml(path: Path, name: str | None = None) -> YamlDocument:
+    """Parse one YAML file, shown in errors as `name` (default: the path); raises
+    YamlSyntaxError (with line), OSError or UnicodeDecodeError."""
+    raw = path.read_bytes()
+    # Decoded from the bytes that are hashed, so the digest is of exactly what was parsed.
+    text = raw.decode("utf-8")
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
@@ -76,4 +119,5 @@ def load_yaml(path: Path) -> YamlDocument:
         raise YamlSyntaxError(problem, mark.line + 1 if mark else None) from None
     except YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
-    return YamlDocument(_plain(tree), tree)
+    return YamlDocument(_plain(tree), tree, str(path) if name is None else name,
+                        hashlib.sha256(raw).hexdigest())

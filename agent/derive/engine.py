@@ -1,0 +1,150 @@
+"""All derivations of one machine, fed each poll: derived readings and event records."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from agent import vocabulary
+from agent.config.derive import AVAILABILITY, EXECUTION, DeriveConfig
+from agent.derive.counters import NS, MonotonicCount, RateMeter
+from agent.derive.cycles import CycleDetector
+from agent.derive.execution import ExecutionMapper
+from agent.model import BAD, GOOD, Reading
+from drivers.base import DeviceEvent
+
+AVAILABLE, UNAVAILABLE = "AVAILABLE", "UNAVAILABLE"
+INPUTS_BAD = "inputs_bad"  # a derived value whose signals have no good value
+
+
+class _Published:
+    """Report by exception for one derived value: on change, and once per heartbeat."""
+
+    __slots__ = ("name", "unit", "value", "quality", "sent")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.unit = published_unit(name)
+        self.value: Any = None
+        self.quality: str | None = None
+        self.sent = 0
+
+    def offer(self, value: Any, ts: int, heartbeat: int, out: list[Reading],
+              reason: str | None = None) -> None:
+        """None is a bad value, for `reason` (that of the inputs, when they have one)."""
+        quality = GOOD if value is not None else BAD
+        if value == self.value and quality == self.quality and ts - self.sent < heartbeat:
+            return
+        self.value, self.quality, self.sent = value, quality, ts
+        out.append(Reading(self.name, value, self.unit, quality,
+                           None if value is not None else reason or INPUTS_BAD, ts))
+
+
+class Derivations:
+    """Machine state, cycles, rates and counters of one machine."""
+
+    def __init__(self, config: DeriveConfig) -> None:
+        self._heartbeat = int(config.heartbeat * NS)
+        self._availability = _Published(AVAILABILITY) if config.availability else None
+        self._execution = ExecutionMapper(config.execution) if config.execution else None
+        self._execution_out = _Published(EXECUTION)
+        self._cycles = CycleDetector(config.cycle) if config.cycle else None
+        self._rates = [(_Published(name), rate.counter, RateMeter(rate.window, rate.rollover))
+                       for name, rate in config.rates.items()]
+        self._counters = [(_Published(name), c.counter, MonotonicCount(c.rollover))
+                          for name, c in config.counters.items()]
+        watched: set[str] = set()
+        if self._execution is not None:
+            watched |= self._execution.inputs
+        if self._cycles is not None:
+            watched |= self._cycles.inputs
+        watched.update(counter for _, counter, _ in self._rates)
+        watched.update(counter for _, counter, _ in self._counters)
+        self.watched = frozenset(watched)
+        self._latest: dict[str, Any] = {}
+        self.last_cycle: dict[str, Any] | None = None
+
+    def step(self, taps: Sequence[Reading], events: Sequence[DeviceEvent], connected: bool,
+             ts: int, push: bool) -> tuple[list[Reading], list[dict[str, Any]]]:
+        """One poll: the watched readings before report by exception (`taps`), the device
+        events, whether the device answers. A push group's readings are taken in arrival
+        order, one instant at a time; a polled group's as one snapshot."""
+        out: list[Reading] = []
+        records: list[dict[str, Any]] = []
+        steps: Iterable[tuple[int, Sequence[Reading]]] = (
+            _instants(taps) if push else [(ts, taps)] if taps else [])
+        pending = sorted(events, key=lambda e: e.ts_ns)
+        for instant, readings in steps:
+            while pending and pending[0].ts_ns < instant:
+                self._event(pending.pop(0), records)
+            self._readings(readings, instant, out, records)
+        for event in pending:
+            self._event(event, records)
+        if self._availability is not None:
+            self._availability.offer(AVAILABLE if connected else UNAVAILABLE, ts,
+                                     self._heartbeat, out)
+        for published, _, meter in self._rates:
+            rate = meter.rate(ts)
+            if rate is not None:  # unknown until a second increment: nothing to say yet
+                published.offer(rate, ts, self._heartbeat, out)
+        return out, records
+
+    def _readings(self, readings: Sequence[Reading], ts: int, out: list[Reading],
+                  records: list[dict[str, Any]]) -> None:
+        latest = self._latest
+        cycles = self._cycles
+        for r in readings:
+            value = r.value if r.quality != BAD else None
+            latest[r.signal] = value
+            if cycles is not None:
+                cycles.update(r.signal, value, r.ts)
+            for _, counter, meter in self._rates:
+                if r.signal == counter and _integral(value):
+                    meter.update(int(value), r.ts)  # type: ignore[arg-type]
+            for published, counter, count in self._counters:
+                if r.signal == counter:
+                    total = count.update(int(value)) if _integral(value) else None  # type: ignore[arg-type]
+                    published.offer(total, r.ts, self._heartbeat, out, r.reason)
+        if cycles is not None:
+            record = cycles.check(latest, ts)
+            if record is not None:
+                self._cycle(record, records)
+        execution = self._execution
+        # Evaluated when one of its inputs was read: never from inputs not read yet.
+        if execution is not None and any(r.signal in execution.inputs for r in readings):
+            state = execution.evaluate(latest)
+            before = self._execution_out.value
+            reason = next((r.reason for r in readings
+                           if r.signal in execution.inputs and r.quality == BAD), None)
+            self._execution_out.offer(state, ts, self._heartbeat, out, reason)
+            if state is not None and state != before:
+                records.append({"event": "machine.execution", "ts": ts,
+                                "fields": {"from": before, "to": state}})
+
+    def _event(self, event: DeviceEvent, records: list[dict[str, Any]]) -> None:
+        if self._cycles is not None:
+            record = self._cycles.on_event(event.source, event.fields, event.ts_ns)
+            if record is not None:
+                self._cycle(record, records)
+
+    def _cycle(self, record: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        self.last_cycle = record["fields"]
+        records.append(record)
+
+
+def published_unit(name: str) -> str | None:
+    """The unit a derived value is published in: the vocabulary's."""
+    term = vocabulary.lookup(name)
+    return term.unit if term is not None else None
+
+
+def _instants(readings: Sequence[Reading]) -> Iterable[tuple[int, Sequence[Reading]]]:
+    """Runs of readings that share a timestamp (one device event, one notification)."""
+    start = 0
+    for i in range(1, len(readings) + 1):
+        if i == len(readings) or readings[i].ts != readings[start].ts:
+            yield readings[start].ts, readings[start:i]
+            start = i
+
+
+def _integral(value: Any) -> bool:
+    return type(value) is int or (type(value) is float and value.is_integer())

@@ -47,7 +47,6 @@ class StateCache:
             last = known.get(name)
             twin.signals[name] = (last if last is not None and last.unit == unit
                                   else Reading(name, None, unit, UNCERTAIN, NO_DATA, now))
-        self._dirty.add(machine)
 
     def update(self, machine: str, readings: Sequence[Reading]) -> None:
         """Readings of a registered machine; only changes mark it for publishing."""

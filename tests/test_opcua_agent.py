@@ -46,9 +46,9 @@ def cnc_machine(port: int, keepalive_count: int | None = None) -> str:
     assert "127.0.0.1:4840" in text
     text = text.replace("127.0.0.1:4840", f"127.0.0.1:{port}")
     if keepalive_count is not None:
-        assert "  mode: subscribe\n" in text
-        text = text.replace("  mode: subscribe\n",
-                            f"  mode: subscribe\n  keepalive_count: {keepalive_count}\n")
+        assert "\nconnection:\n" in text
+        text = text.replace("\nconnection:\n",
+                            f"\nconnection:\n  keepalive_count: {keepalive_count}\n")
     return text
 
 
@@ -60,7 +60,7 @@ def imm_machine(port: int) -> str:
 
 def cnc_fast_signals() -> set[str]:
     names = set()
-    for line in cnc_machine(1).splitlines():
+    for line in (REPO / "config/templates/cnc-sim.yaml").read_text().splitlines():
         if "{name: " in line:
             names.add(line.split("{name: ", 1)[1].split(",", 1)[0])
     assert len(names) == 28 and CNC_IDENTIFICATION <= names
@@ -347,7 +347,8 @@ def test_paused_publishing_gives_subscription_stalled_then_good_again(
     cnc = sims["cnc"]
     run = Run(tmp_path, broker, {"cnc-01": cnc_machine(cnc.port, keepalive_count),
                                  "imm-01": imm_machine(sims["imm"].port)})
-    fast = cnc_fast_signals()
+    # machine.execution, derived from the channel state, is stalled with it.
+    fast = cnc_fast_signals() | {"machine.execution"}
     try:
         wait_for(lambda: run.good(CNC_BASE, "axis.x.position"), 20, "cnc data before the pause")
         lines = len(cnc.lines)
@@ -405,8 +406,10 @@ def test_machine_down_at_start_is_bad_at_its_poll_rate_until_it_comes_up(
         assert 0.15 < statistics.median(gaps) < 0.3, gaps
         assert max(gaps) < 1.5, gaps
         # Every signal of the machine is reported bad, the read group too (its one poll).
-        readings = run.readings(CNC_BASE)
-        assert {r["signal"] for r in readings} == cnc_fast_signals() | CNC_IDENTIFICATION
+        # (machine.availability, the agent's own, is a good UNAVAILABLE.)
+        readings = [r for r in run.readings(CNC_BASE) if r["signal"] != "machine.availability"]
+        assert {r["signal"] for r in readings} == (cnc_fast_signals() | CNC_IDENTIFICATION
+                                                   | {"machine.execution"})
         assert all(r["quality"] == "bad" and r["reason"] == "comm_failure" and r["value"] is None
                    for r in readings)
         # The other machine is unaffected.

@@ -93,6 +93,20 @@ def test_serial_machines_from_the_examples_publish_through_the_broker(
         strokes = [r["value"] for b in sub.telemetry("press-01-tonnage") for r in b["readings"]
                    if r["signal"] == "press.stroke_count" and r["quality"] == "good"]
         assert strokes == sorted(strokes) and len(set(strokes)) == len(strokes)
+        # One cycle record per stroke line after the first (tonnage-monitor-sim on
+        # press-generic), its peaks converted from the monitor's tf to kN.
+        records = wait_for(lambda: [e["fields"] for m in sub.snapshot()
+                                    if m.topic.endswith("/press-01-tonnage/event")
+                                    for e in m.data()["events"] if e["event"] == "machine.cycle"],
+                           20, "cycle records of the tonnage monitor")
+        readings = [r for b in sub.telemetry("press-01-tonnage") for r in b["readings"]]
+        strokes = [r["value"] for r in readings if r["signal"] == "press.stroke_count"]
+        peaks = {r["ts"]: r for r in readings if r["signal"] == "press.force.total_peak"}
+        assert [r["cycle"] for r in records] == strokes[1:len(records) + 1]
+        for record in records:
+            total = peaks[record["end"]]
+            assert total["unit"] == "kN"
+            assert record["features"]["press.force.total_peak"] == total["value"]
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         busy = [line for line in text.splitlines()
                 if line.startswith("edge_agent_bus_busy_seconds_total{")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,9 +118,10 @@ signals:
     errors = _load(tmp_path, opcua)
     assert errors == [("machines.d/m.yaml:12: signals[1]: an event field cannot be written: "
                        "only a node (`node` or `path`)")]
-    serial = (REPO / "config/examples/machines.d").glob("*.yaml")
+    serial = sorted((REPO / "config/templates").glob("*.yaml"))
     text = next(p.read_text() for p in serial if "protocol: serial" in p.read_text())
     head, _, rest = text.partition("signals:\n")
+    head = "id: s-01\narea: a\nline: l\n" + re.sub(r"(?m)^use: .*$", "", head)
     first = next(line for line in rest.splitlines() if line.lstrip().startswith("- {"))
     errors = _load(tmp_path, head + "signals:\n" + first.replace("}", ", writable: true}", 1) + "\n")
     assert any("writable: this protocol cannot write to devices" in e for e in errors), errors
@@ -184,7 +186,7 @@ def test_function_codes_one_register_or_coil_else_multiple() -> None:
 # -- value conversion ----------------------------------------------------------------------
 
 def _modbus(**fields: Any) -> Any:
-    return MODBUS_SIGNAL.model_validate({"name": "s.x", "writable": True, **fields})
+    return MODBUS_SIGNAL.model_validate({"name": "x.s", "writable": True, **fields})
 
 
 def _refused(sig: Any, value: Any) -> str:
@@ -226,7 +228,7 @@ def test_values_become_raw_device_values() -> None:
     assert _refused(text, 4) == "wrong_type"
     for garbage in (None, [1], {"a": 1}):
         assert _refused(speed, garbage) == "wrong_type"
-    node: Any = OPCUA_SIGNAL.model_validate({"name": "s.x", "node": "ns=2;s=X",
+    node: Any = OPCUA_SIGNAL.model_validate({"name": "x.s", "node": "ns=2;s=X",
                                              "writable": True, "scale": 2})
     assert raw_value(node, node.write_spec(), 5) == 2.5  # the driver checks the node's type
     assert raw_value(node, node.write_spec(), "on") == "on"

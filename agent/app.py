@@ -37,8 +37,7 @@ class Agent:
             buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
             cfg.buffer.commit_interval, codec,
             get_logger(component="buffer"), self.metrics)
-        self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
-                             get_logger(component="uplink"), self.password, config.root)
+        self.uplink = self._uplink(self.buffer.path.parent)
         # Write-back commands (off unless write.enabled): routed from the uplink to machines.
         self.commands = CommandHub(cfg, self.metrics, get_logger(component="write"))
         self.uplink.attach_commands(self.commands)
@@ -52,6 +51,23 @@ class Agent:
         self.health = Health(self.metrics, self.buffer, self.uplink,
                              lambda: [(r.id, r.connected) for r in self.machines])
         self.uplink.summary = self.health.facts
+
+    def _uplink(self, state_dir: Path) -> Uplink:
+        cfg = self.config.agent
+        log = get_logger(component="uplink")
+        if cfg.mqtt.profile == "sparkplug":
+            from agent.sparkplug.uplink import SparkplugUplink
+            return SparkplugUplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
+                                   log, self.password, self.config.root, state_dir,
+                                   self._command_topics)
+        return Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics, log,
+                      self.password, self.config.root)
+
+    def _command_topics(self) -> dict[str, str]:
+        """Each running machine's write-command topic, by machine id."""
+        cfg = self.config.agent
+        return {r.id: topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, r.machine.model) + "/cmd"
+                for r in self.machines}
 
     def _runner(self, machine: MachineConfig) -> MachineRunner:
         cfg = self.config.agent

@@ -231,7 +231,7 @@ class _LastError(logging.Handler):
 class MqttConnection:
     """Connect, publish, and learn of PUBACKs and of the connection's loss."""
 
-    def __init__(self, client_id: str, protocol: str, will: tuple[str, bytes],
+    def __init__(self, client_id: str, protocol: str, will: tuple[str, bytes, bool],
                  username: str | None, password: str | None,
                  tls: ssl.SSLContext | None, max_inflight: int,
                  on_ack: Callable[[int, bool], None], on_lost: Callable[[], None]) -> None:
@@ -244,7 +244,7 @@ class MqttConnection:
         )
         client = self._client
         client.max_inflight_messages_set(max_inflight)
-        client.will_set(will[0], will[1], qos=1, retain=True)
+        client.will_set(will[0], will[1], qos=1, retain=will[2])  # (topic, payload, retain)
         if username is not None:
             client.username_pw_set(username, password)
         if tls is not None:

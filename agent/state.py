@@ -76,6 +76,11 @@ class StateCache:
         self._twins.pop(machine, None)
         self._dirty.discard(machine)
 
+    def signals(self, machine: str) -> list[Reading]:
+        """The last reading of every signal of a machine, in config order."""
+        twin = self._twins.get(machine)
+        return list(twin.signals.values()) if twin is not None else []
+
     def mark_all_dirty(self) -> None:
         self._dirty.update(self._twins)
 

@@ -55,11 +55,13 @@ class Uplink:
                  config_root: Path) -> None:
         self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
         self._metrics, self._log, self._password = metrics, log, password
-        self._host, self._port, use_tls = parse_url(cfg.url)
+        # Brokers in the order they are tried: after a failed connect, the next one.
+        self._servers = [(url, *parse_url(url)) for url in (cfg.url, *cfg.more_urls)]
+        self._server = 0
         self._tls = tls_context(
             cfg.tls, config_root,
             lambda problem: log.warning("TLS file needs attention", problem=problem),
-        ) if use_tls or cfg.tls else None
+        ) if any(s[3] for s in self._servers) or cfg.tls else None
         self._last_error = ""  # of the last failed connect, logged again when it changes
         self._protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
         self.status_topic = status_topic(cfg, identity)
@@ -94,12 +96,13 @@ class Uplink:
         """Connect, pump, reconnect with capped backoff and jitter; forever."""
         backoff = Backoff(self._cfg.reconnect_min, self._cfg.reconnect_max)
         while True:
+            url, host, port, _ = self._servers[self._server]
             conn = MqttConnection(
                 self._cfg.client_id or f"edge-agent-{self._identity.id}", self._protocol,
-                (self.status_topic, self._status(False)), self._cfg.username, self._password,
+                await self._will(), self._cfg.username, self._password,
                 self._tls, self._cfg.max_inflight + 16, self._on_ack, self._on_lost)
             try:
-                await conn.connect(self._host, self._port, self._cfg.keepalive)
+                await conn.connect(host, port, self._cfg.keepalive)
             except MqttRefused as exc:
                 if exc.unsupported_protocol and self._cfg.protocol == "auto" and self._protocol == "5":
                     self._log.warning("broker refused MQTT 5, falling back to 3.1.1")
@@ -114,7 +117,7 @@ class Uplink:
             self._conn, self.connected = conn, True
             self._metrics.uplink_connected.set(1)
             self._metrics.uplink_reconnects.inc()
-            self._log.info("connected to broker", url=self._cfg.url, protocol=self._protocol,
+            self._log.info("connected to broker", url=url, protocol=self._protocol,
                            tls=conn.tls_version)
             self._last_error = ""
             try:
@@ -127,11 +130,17 @@ class Uplink:
                 conn.close()
             if self._closing:
                 return
-            self._log.warning("broker connection lost; reconnecting", url=self._cfg.url)
+            self._log.warning("broker connection lost; reconnecting", url=url)
             await asyncio.sleep(backoff.next())
 
+    async def _will(self) -> tuple[str, bytes, bool]:
+        """The Last Will of the next connection: (topic, payload, retain)."""
+        return self.status_topic, self._status(False), True
+
     async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
-        delay = backoff.next()
+        url = self._servers[self._server][0]
+        self._server = (self._server + 1) % len(self._servers)
+        delay = backoff.next() if self._server == 0 else 0.0  # a round of them, then wait
         error = str(exc) or repr(exc)
         # A TLS or credentials refusal needs a person, not a retry: say so at error level.
         # Repeats of one failure go to debug; a different failure is logged again.
@@ -139,8 +148,7 @@ class Uplink:
         log = (self._log.debug if backoff.attempts > 1 and error == self._last_error
                else self._log.error if fix else self._log.warning)
         self._last_error = error
-        log("cannot connect to broker", url=self._cfg.url, error=error,
-            retry_in_s=round(delay, 2))
+        log("cannot connect to broker", url=url, error=error, retry_in_s=round(delay, 2))
         await asyncio.sleep(delay)
 
     def _on_ack(self, mid: int, ok: bool) -> None:

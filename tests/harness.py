@@ -180,6 +180,7 @@ class AgentConfig:
     commit_interval: str = "50ms"
     max_inflight: int = 16
     shutdown_grace: str = "5s"
+    mqtt_extra: str = ""  # more fields of the mqtt mapping, e.g. "profile: sparkplug, ..."
 
     def write(self) -> Path:
         cfg = self.root / "config"
@@ -189,7 +190,7 @@ class AgentConfig:
             f"mqtt: {{url: 'mqtt://127.0.0.1:{self.broker_port}', encoding: {self.encoding}, "
             f"protocol: '{self.protocol}', "
             f"max_inflight: {self.max_inflight}, reconnect_min: 100ms, reconnect_max: 1s, "
-            "state_interval: 1s}\n"
+            f"state_interval: 1s{', ' + self.mqtt_extra if self.mqtt_extra else ''}}}\n"
             f"buffer: {{path: buffer.db, max_bytes: {self.max_bytes}, "
             f"commit_interval: {self.commit_interval}}}\n"
             "metrics: {listen: null}\n"

@@ -76,15 +76,37 @@ class TlsConfig(_Strict):
         return value
 
 
+SPARKPLUG_ID = r"^[^/+#\s]+$"  # a Sparkplug topic level: no '/', '+', '#' or spaces
+MQTT_URL = r"^mqtts?://[^/:]+(:\d{1,5})?/?$"
+
+
+class SparkplugConfig(_Strict):
+    """`mqtt.sparkplug`: this agent as a Sparkplug B 3.0 edge node, each machine a device."""
+
+    group_id: str = Field(pattern=SPARKPLUG_ID, description="Sparkplug group id")
+    edge_node_id: str | None = Field(None, pattern=SPARKPLUG_ID,
+                                     description="default: the agent id")
+    primary_host_id: str | None = Field(
+        None, pattern=SPARKPLUG_ID, description="publish births only while this host "
+        "application says it is online (spBv1.0/STATE/<id>)")
+    aliases: bool = Field(False, description="births carry name and alias, data the alias only")
+
+
 class MqttConfig(_Strict):
     url: str = Field(
-        "mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d{1,5})?/?$",
+        "mqtt://127.0.0.1:1883", pattern=MQTT_URL,
         description="mqtt://host:port or mqtts://host:port",
     )
+    more_urls: list[Annotated[str, Field(pattern=MQTT_URL)]] = Field(
+        default_factory=list, description="other brokers, tried in turn after `url` when a "
+        "connection fails; never two at once")
+    sparkplug: SparkplugConfig | None = Field(None, description="with profile: sparkplug")
     client_id: str | None = Field(None, description="default: edge-agent-<agent id>")
     topic_prefix: str = Field("factory", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     encoding: Literal["json", "msgpack"] = "json"
-    profile: Literal["uns"] = "uns"
+    profile: Literal["uns", "sparkplug"] = Field(
+        "uns", description="uns: telemetry/state/event topics of the ISA-95 hierarchy; "
+        "sparkplug: Eclipse Sparkplug B 3.0 (needs `sparkplug`)")
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description="auto: MQTT 5, falling back to 3.1.1 if the broker refuses it"
     )
@@ -128,6 +150,14 @@ class MqttConfig(_Strict):
         if value is not None and info.data.get("password_env"):
             raise ValueError("give password_env or password_file, not both")
         return value
+
+    @model_validator(mode="after")
+    def _sparkplug_block(self) -> MqttConfig:
+        if self.profile == "sparkplug" and self.sparkplug is None:
+            raise ValueError("profile sparkplug needs `sparkplug: {group_id: ...}`")
+        if self.profile != "sparkplug" and self.sparkplug is not None:
+            raise ValueError("`sparkplug` applies to profile: sparkplug")
+        return self
 
     @model_validator(mode="after")
     def _password_needs_username(self) -> MqttConfig:

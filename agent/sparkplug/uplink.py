@@ -1,0 +1,299 @@
+"""The Sparkplug B 3.0 edge-node session: the uplink of `mqtt.profile: sparkplug`.
+
+The agent is one edge node and each machine one device. Per connection: a Will (NDEATH
+with the session's bdSeq, QoS 1, not retained); if a primary host is configured, births
+only once it says it is online; NBIRTH (seq 0) and a DBIRTH per live machine with every
+metric's current value; then the buffer's batches oldest first as DDATA, those committed
+before the births flagged is_historical. A machine's availability in its own data drives
+its DDEATH and its DBIRTH, so the lifecycle stays in order with the data replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.buffer import Buffer, Row
+from agent.config.derive import AVAILABILITY
+from agent.config.models import AgentIdentity, MqttConfig
+from agent.derive.engine import AVAILABLE, UNAVAILABLE
+from agent.encoding import decode
+from agent.mqtt_connection import MqttConnection
+from agent.sparkplug.bdseq import BdSeq
+from agent.sparkplug.codec import Metric, encode
+from agent.sparkplug.codec import decode as decode_payload
+from agent.sparkplug.datatypes import DataType
+from agent.sparkplug.metrics import EVENTS, Catalog, event_text
+from agent.sparkplug.topics import Topics, state_topic
+from agent.state import StateCache
+from agent.uplink import Uplink
+
+REBIRTH = "Node Control/Rebirth"
+BDSEQ = "bdSeq"
+LIFECYCLE_CHECK = 0.5  # seconds between looks at the host's state when idle
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SparkplugUplink(Uplink):
+    """One edge node's session with its (primary) broker; run under supervision."""
+
+    def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
+                 state: StateCache, metrics: Any, log: Any, password: str | None,
+                 config_root: Path, state_dir: Path,
+                 devices: Callable[[], dict[str, str]]) -> None:
+        super().__init__(cfg, identity, buffer, state, metrics, log, password, config_root)
+        sp = cfg.sparkplug
+        assert sp is not None  # validated: profile sparkplug has its block
+        self.topics = Topics(sp.group_id, sp.edge_node_id or identity.id)
+        self._aliases = sp.aliases
+        self._primary = sp.primary_host_id
+        self._bdseq = BdSeq(state_dir / "sparkplug-bdseq")
+        self.bd = 0
+        self._seq = 0
+        self._catalog = Catalog(self._aliases)
+        self._devices = devices  # machine id -> its write-command topic
+        self._born: set[str] = set()
+        self._boundary = 0  # rows up to this id were committed before the births
+        self._rebirth = False
+        self._host_ts = -1  # timestamp of the last STATE of the primary host
+        self._host_online = False
+        self._commands = 0
+
+    async def _will(self) -> tuple[str, bytes, bool]:
+        # A new bdSeq per connection: the host matches the NDEATH to the NBIRTH by it.
+        self.bd = await self._bdseq.next()
+        return self.topics.ndeath, self._death(), False
+
+    def _death(self) -> bytes:
+        return encode([Metric(BDSEQ, self.bd, DataType.Int64, now_ms())], None, now_ms())
+
+    def _next_seq(self) -> int:
+        seq, self._seq = self._seq, (self._seq + 1) % 256
+        return seq
+
+    # -- the session --------------------------------------------------------------------
+
+    async def _pump(self, conn: MqttConnection) -> None:
+        self._window = min(self._cfg.max_inflight, conn.receive_maximum)
+        self._other.clear()
+        self._born.clear()
+        self._catalog = Catalog(self._aliases)
+        self._host_online = self._primary is None
+        await self._subscribe(conn)
+        while not self._host_online:  # births wait for the primary host
+            if not conn.is_connected:
+                return
+            self._wake.clear()
+            await self._wait()
+        self._cursor = 0
+        self._boundary = self._buffer.committed_id
+        self._birth(conn)
+        try:
+            while conn.is_connected:
+                self._wake.clear()
+                if self._acked:
+                    self._buffer.ack(self._acked)
+                    self._acked = []
+                if not self._host_online:
+                    await self._leave(conn)
+                    return
+                if self._rebirth:
+                    self._birth(conn)
+                self._drop_replies()
+                room = self._room()
+                if room > 0 and self._buffer.committed_id > self._cursor:
+                    rows, upto = await self._buffer.fetch_upto(self._cursor, room)
+                    if not conn.is_connected:
+                        break
+                    try:
+                        for row in rows:
+                            self._publish_row(conn, row)
+                            self._cursor = row.id
+                    except ConnectionError:
+                        break
+                    if len(rows) < room:
+                        self._cursor = max(self._cursor, upto)
+                    if rows:
+                        self._metrics.uplink_published.inc(len(rows))
+                        continue
+                await self._wait()
+        finally:
+            if self._acked:
+                self._buffer.ack(self._acked)
+                self._acked = []
+
+    async def _wait(self) -> None:
+        try:
+            async with asyncio.timeout(LIFECYCLE_CHECK):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _leave(self, conn: MqttConnection) -> None:
+        """The primary host went offline: NDEATH, disconnect, and try the next server."""
+        self._log.warning("primary host offline: leaving the broker", host=self._primary)
+        await self._say_death(conn)
+        self._server = (self._server + 1) % len(self._servers)
+
+    async def _say_death(self, conn: MqttConnection) -> None:
+        try:
+            mid = conn.publish(self.topics.ndeath, self._death(), qos=1)
+            self._other.add(mid)
+            async with asyncio.timeout(2.0):
+                while mid in self._other and conn.is_connected:
+                    await asyncio.sleep(0.01)
+        except (ConnectionError, TimeoutError):
+            pass
+        await conn.disconnect()
+
+    async def _subscribe(self, conn: MqttConnection) -> None:
+        topics = [(self.topics.ncmd, self._on_command), (self.topics.dcmd_all, self._on_command)]
+        if self._primary is not None:
+            topics.append((state_topic(self._primary), self._on_state))
+        for topic, handler in topics:
+            try:
+                granted = await conn.subscribe(topic, 1, handler)
+            except (ConnectionError, TimeoutError) as exc:
+                self._log.warning("cannot subscribe", topic=topic, error=str(exc) or type(exc).__name__)
+                continue
+            if not granted:
+                self._log.error("the broker refused a subscription (ACL?)", topic=topic)
+
+    # -- births, data, deaths -----------------------------------------------------------
+
+    def _birth(self, conn: MqttConnection) -> None:
+        """NBIRTH with seq 0, then a DBIRTH per machine that is not known to be down."""
+        self._rebirth = False
+        self._seq = 0
+        ts = now_ms()
+        node = [Metric(BDSEQ, self.bd, DataType.Int64, ts),
+                Metric(REBIRTH, False, DataType.Boolean, ts)]  # never aliased
+        conn.publish(self.topics.nbirth, encode(node, self._next_seq(), ts), qos=0)
+        self._born.clear()
+        for device in self._devices():
+            readings = {r.signal: r for r in self._state.signals(device)}
+            availability = readings.get(AVAILABILITY)
+            if availability is None or availability.value != UNAVAILABLE:
+                self._device_birth(conn, device)
+
+    def _device_birth(self, conn: MqttConnection, device: str) -> None:
+        ts = now_ms()
+        metrics = [self._catalog.reading(device, r, birth=True)
+                   for r in self._state.signals(device)]
+        metrics.append(self._catalog.metric(device, EVENTS, None, ts, birth=True))
+        conn.publish(self.topics.device("DBIRTH", device), encode(metrics, self._next_seq(), ts),
+                     qos=0)
+        self._born.add(device)
+
+    def _device_death(self, conn: MqttConnection, device: str) -> None:
+        ts = now_ms()
+        conn.publish(self.topics.device("DDEATH", device), encode([], self._next_seq(), ts), qos=0)
+        self._born.discard(device)
+
+    def _publish_row(self, conn: MqttConnection, row: Row) -> None:
+        """One buffered batch as DDATA of its machine (births and deaths around it as its
+        availability says); acknowledged once written, DDATA being QoS 0."""
+        device = row.machine.split("/", 1)[0]  # a machine's event stream is "<id>/event"
+        try:
+            batch = decode(row.payload)
+        except ValueError:
+            self._log.error("undecodable batch in the buffer: skipped", row=row.id)
+            self._acked.append(row.id)
+            return
+        historical = row.id <= self._boundary
+        readings = batch.get("readings") or []
+        availability = next((r["value"] for r in reversed(readings)
+                             if r.get("signal") == AVAILABILITY), None)
+        if device not in self._born:
+            if availability != AVAILABLE:  # nothing but a dead device's bad readings
+                self._acked.append(row.id)
+                return
+            self._device_birth(conn, device)
+        catalog = self._catalog
+        # History goes out whole; live data only with what changed since it was last sent.
+        metrics = [self._metric(device, item, historical) for item in readings
+                   if historical or catalog.changed(device, item["signal"], item.get("value"),
+                                                    item.get("quality", "good"))]
+        metrics += [catalog.metric(device, EVENTS, event_text(record),
+                                   int(record.get("ts", 0)) // 1_000_000, historical=historical)
+                    for record in batch.get("events") or []]
+        if metrics:
+            mid = conn.publish(self.topics.device("DDATA", device),
+                               encode(metrics, self._next_seq(), now_ms(),
+                                      include_datatype=False), qos=0)
+            self._inflight[mid] = (row.id, row.sampled_ns)
+        else:
+            self._acked.append(row.id)  # nothing new in it
+        if availability == UNAVAILABLE:
+            self._device_death(conn, device)
+
+    def _metric(self, device: str, item: dict[str, Any], historical: bool) -> Metric:
+        return self._catalog.metric(device, item["signal"], item.get("value"),
+                                    int(item["ts"]) // 1_000_000, historical=historical,
+                                    quality=item.get("quality", "good"))
+
+    # -- commands -----------------------------------------------------------------------
+
+    def _on_command(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        try:
+            _, _, metrics = decode_payload(payload)
+        except ValueError as exc:
+            self._log.warning("undecodable Sparkplug command: ignored", topic=topic, error=str(exc))
+            return
+        if topic == self.topics.ncmd:
+            for m in metrics:
+                if m.name == REBIRTH and m.value is True:
+                    self._log.info("rebirth requested")
+                    self._rebirth = True
+                    self._wake.set()
+            return
+        device = self.topics.device_of(topic)
+        cmd_topic = self._devices().get(device or "")
+        hub = self.commands
+        if cmd_topic is None or hub is None:
+            self._log.warning("DCMD for an unknown device: ignored", topic=topic)
+            return
+        for m in metrics:
+            name = m.name if m.name is not None else self._catalog.name_of(device, m.alias)
+            if name is None:
+                self._log.warning("DCMD metric without a known name or alias", topic=topic)
+                continue
+            # The same allow-list, checks and audit as every write; the new value then
+            # shows in the DDATA of the next poll.
+            self._commands += 1
+            command = {"request_id": f"spb-{self._commands}", "signal": name, "value": m.value}
+            hub.submit(cmd_topic, json.dumps(command).encode())
+
+    def _drop_replies(self) -> None:
+        # Sparkplug has no reply topic: the new value in DDATA is the answer.
+        hub = self.commands
+        while hub is not None and hub.take_reply() is not None:
+            pass
+
+    def _on_state(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        try:
+            state = json.loads(payload)
+            online, stamp = state["online"], state["timestamp"]
+            if not isinstance(online, bool) or not isinstance(stamp, int):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            self._log.warning("malformed STATE of the primary host: ignored", topic=topic)
+            return
+        if stamp < self._host_ts:
+            return  # an older announcement than one already seen
+        self._host_ts, self._host_online = stamp, online
+        self._wake.set()
+
+    async def close(self) -> None:
+        """A graceful stop: NDEATH, then disconnect."""
+        self._closing = True
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            return
+        await self._say_death(conn)

@@ -9,6 +9,7 @@ from typing import Any
 from agent.buffer import Buffer, buffer_path
 from agent.commands import CommandHub
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
+from agent.derive.store import CounterStore
 from agent.encoding import PayloadCodec
 from agent.health import Health
 from agent.logs import get_logger
@@ -38,6 +39,7 @@ class Agent:
             cfg.buffer.commit_interval, codec,
             get_logger(component="buffer"), self.metrics)
         self.uplink = self._uplink(self.buffer.path.parent)
+        self.counters = CounterStore(self.buffer.path.parent / "counters.json")
         # Write-back commands (off unless write.enabled): routed from the uplink to machines.
         self.commands = CommandHub(cfg, self.metrics, get_logger(component="write"))
         self.uplink.attach_commands(self.commands)
@@ -73,7 +75,8 @@ class Agent:
         cfg = self.config.agent
         return MachineRunner(machine, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, machine.model),
                              self.buffer.append, self._codec, self.state, self.metrics,
-                             get_logger(machine=machine.id), self.shared, commands=self.commands)
+                             get_logger(machine=machine.id), self.shared, commands=self.commands,
+                             counters=self.counters)
 
     def _start(self, runner: MachineRunner) -> None:
         self._tasks[runner.id] = asyncio.create_task(
@@ -149,6 +152,9 @@ class Agent:
             supervise("uplink", self.uplink.run, self.log), name="uplink")
         health_task = asyncio.create_task(
             supervise("health", self.health.watch_loop, self.log), name="health")
+        await self.counters.open(self.log)
+        counters_task = asyncio.create_task(
+            supervise("counters", self.counters.keep, self.log), name="counters")
         for runner in self.machines:
             self._start(runner)
         systemd = ServiceNotify.started(self)  # READY=1, then STATUS= and watchdog pings
@@ -161,7 +167,8 @@ class Agent:
                 await self._apply_reload()
         systemd.stopping()  # STOPPING=1
         self.log.info("stopping")
-        await _cancel([health_task, *self._tasks.values()])
+        await _cancel([health_task, counters_task, *self._tasks.values()])
+        await self.counters.flush()
         if not self.buffer.alive:
             await _cancel([uplink_task])
             await self.buffer.close()

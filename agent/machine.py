@@ -16,7 +16,8 @@ import structlog
 from agent.backoff import Backoff
 from agent.commands import CommandHub
 from agent.config.loader import MachineConfig
-from agent.derive.engine import Derivations, published_unit
+from agent.derive.engine import Derivations
+from agent.derive.store import CounterStore
 from agent.encoding import PayloadCodec
 from agent.model import Batch, Reading, event_stream
 from agent.normalize import GroupNormalizer
@@ -38,7 +39,8 @@ class MachineRunner:
     def __init__(self, machine: MachineConfig, base_topic: str,
                  sink: Callable[[Batch], bool], codec: PayloadCodec, state: StateCache,
                  metrics: Any, log: Any, shared: dict[str, Any],
-                 commands: CommandHub | None = None) -> None:
+                 commands: CommandHub | None = None,
+                 counters: CounterStore | None = None) -> None:
         self.machine = machine
         self.id = machine.id
         self._telemetry_topic = base_topic + "/telemetry"
@@ -52,6 +54,7 @@ class MachineRunner:
         self.connected = False  # the device link, as of the last poll
         # Write commands (agent/commands.py): run between polls, in this task, when enabled.
         self.commands = commands
+        self._counters = counters  # derived counters that survive a restart
 
     async def run(self) -> None:
         # Lines that drivers and libraries log from this task (and the tasks it starts)
@@ -59,11 +62,12 @@ class MachineRunner:
         structlog.contextvars.bind_contextvars(machine=self.id)
         driver = self.machine.spec.factory(self.machine.model.connection, self._groups,
                                            self._intervals, self._shared)
-        derivations = Derivations(self.machine.model.derive)
+        derivations = Derivations(self.machine.model.derive, self._counters.view(self.id)
+                                  if self._counters is not None else None)
         normalizers = {g: GroupNormalizer(s, derivations.watched) for g, s in self._groups.items()}
         self._state.register(self.id, self._state_topic, [
             *((s.name, s.transform()[0]) for signals in self._groups.values() for s in signals),
-            *((name, published_unit(name)) for name, _ in self.machine.model.derive.published())])
+            *derivations.published])
         meter = _MachineMeters(self._metrics, self.id, self._groups, driver)
         if hasattr(driver, "request_observer"):  # drivers that time their requests
             driver.request_observer = self._metrics.request_seconds.labels(

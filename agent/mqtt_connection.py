@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import TlsConfig
@@ -397,10 +398,15 @@ class MqttConnection:
         async with asyncio.timeout(timeout):
             return await suback
 
-    async def disconnect(self) -> None:
-        """Clean DISCONNECT (the broker then discards the Will)."""
+    async def disconnect(self, with_will: bool = False) -> None:
+        """Clean DISCONNECT: the broker then discards the Will, unless `with_will` (MQTT 5
+        only: reason 0x04, the broker publishes the Will as the goodbye)."""
         if self.is_connected:
-            self._client.disconnect()
+            if with_will and self.protocol == "5":
+                self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT,
+                                                              "Disconnect with will message"))
+            else:
+                self._client.disconnect()
             for _ in range(20):  # let the DISCONNECT packet leave
                 if self._sock is None or self._sock.fileno() == -1:
                     break

@@ -263,3 +263,18 @@ def test_device_faults_become_bad_readings_and_polling_recovers(tmp_path: Path, 
                                     for r in failing_readings)
     assert {r["reason"] for r in failing_readings} <= {"device_exception:4", "device_exception:6"}
     sub.close()
+
+
+def test_brokers_are_tried_in_turn(tmp_path: Path, broker: Broker, press: Simulator) -> None:
+    """`mqtt.more_urls`: when `url` cannot be reached, the next broker is used."""
+    sub = Subscriber(broker.port)
+    config = AgentConfig(tmp_path, free_port(), {"press-a": press_machine("press-a", press.port)},
+                         mqtt_extra=f"more_urls: ['mqtt://127.0.0.1:{broker.port}']").write()
+    agent = AgentProcess(config, tmp_path / "state", tmp_path / "agent.log")
+    try:
+        wait_for(lambda: sub.telemetry("press-a"), 20, "telemetry through the second broker")
+    finally:
+        assert agent.stop() == 0
+        sub.close()
+    refused = [line for line in agent.logs() if line.get("event") == "cannot connect to broker"]
+    assert refused and refused[0]["url"] != f"mqtt://127.0.0.1:{broker.port}"

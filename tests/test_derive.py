@@ -3,6 +3,9 @@ features, and the engine that feeds them from readings and events."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from agent.derive.counters import MonotonicCount, RateMeter, Unwrapper
 from agent.derive.cycles import CycleDetector
 from agent.derive.engine import Derivations
 from agent.derive.execution import ExecutionMapper, matches
+from agent.derive.store import CounterStore
 from agent.model import BAD, GOOD, Reading
 from drivers.base import COMM_FAILURE
 
@@ -260,3 +264,40 @@ def test_engine_counters_and_rates() -> None:
     # Per minute over the increments seen: 4 in 1 s, 7 in 2 s, 10 in 3 s.
     assert [v.get("press.stroke_rate") for v in values[1:]] == [None, 240.0, 210.0, 200.0]
     assert "press.stroke_rate" not in values[0]  # unknown until two increments
+
+
+def test_derived_counters_continue_across_a_restart(tmp_path: Path) -> None:
+    """The saved (device value, total) lets the count go on, a wrap while away included;
+    a damaged file starts over instead of failing."""
+    path = tmp_path / "counters.json"
+    config = derive(availability=False,
+                    counters={"part_count.total": {"counter": "x.parts", "rollover": 65536}})
+
+    def run(raw_values: list[int]) -> list[Any]:
+        store = CounterStore(path)
+        asyncio.run(store.open(_Log()))
+        d = Derivations(config, store.view("press-01"))
+        totals = []
+        for i, raw in enumerate(raw_values):
+            out, _ = d.step([r("x.parts", raw, i)], [], True, at(i), push=False)
+            totals += [x.value for x in out]
+        asyncio.run(store.flush())
+        return totals
+
+    assert run([65000, 65530]) == [65000, 65530]
+    # Restarted after the device counter wrapped: 65530 -> 65535, 0 .. 3.
+    assert run([3, 5]) == [65539, 65541]
+    assert json.loads(path.read_text()) == {"press-01": {"part_count.total": [5, 65541]}}
+    path.write_text("{not json")
+    log = _Log()
+    store = CounterStore(path)
+    asyncio.run(store.open(log))
+    assert store.get("press-01", "part_count.total") is None and log.warnings
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append(event)

@@ -27,6 +27,7 @@ from tests.harness import (
     wait_for,
 )
 from tests.sparkplug_decoder import decode_payload, encode_ncmd
+from tests.tcp_proxy import TcpProxy
 
 GROUP, NODE = "plant-1", "gw-test"
 BOOLEAN = 11
@@ -129,7 +130,9 @@ def test_session_births_data_seq_wrap_and_death(tmp_path: Path, broker: Broker,
     tck-id-payloads-sequence-num-always-included, tck-id-payloads-sequence-num-incrementing,
     tck-id-payloads-ndeath-will-message-qos, tck-id-payloads-ndeath-will-message-retain,
     tck-id-topics-ndeath-payload, tck-id-topics-ndeath-seq, tck-id-payloads-ndeath-bdseq,
-    tck-id-topics-nbirth-bdseq-matching."""
+    tck-id-topics-nbirth-bdseq-matching,
+    tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50 (a graceful stop on
+    MQTT 5: DISCONNECT with the Will, which carries the session's bdSeq)."""
     host = Host(broker.port)
     agent = start(tmp_path, broker.port, press.port, fast="20ms")
     try:
@@ -192,9 +195,11 @@ def test_session_births_data_seq_wrap_and_death(tmp_path: Path, broker: Broker,
 
 
 def test_rebirth_command_and_device_death_and_birth(tmp_path: Path, broker: Broker) -> None:
-    """tck-id-edge-subscribe-ncmd, tck-id-operational-behavior-data-commands-rebirth-action
-    (a full rebirth, same bdSeq, seq from 0), DDEATH when a machine is lost and DBIRTH when
-    it is back (tck-id-payloads-dbirth-order)."""
+    """tck-id-edge-subscribe-ncmd, tck-id-operational-behavior-data-commands-rebirth-action-1,
+    -action-2, -action-3 (a full rebirth: NBIRTH with seq 0 and the same bdSeq, then the
+    DBIRTHs); tck-id-operational-behavior-device-ddeath, tck-id-payloads-ddeath-seq,
+    tck-id-payloads-ddeath-timestamp: DDEATH when a machine is lost, DBIRTH before its data
+    when it is back (tck-id-payloads-dbirth-order)."""
     port = free_port()
     sim = Simulator(port)
     host = Host(broker.port)
@@ -212,7 +217,7 @@ def test_rebirth_command_and_device_death_and_birth(tmp_path: Path, broker: Brok
         sim.stop()
         [death] = host.wait("DDEATH")
         assert death.topic == f"spBv1.0/{GROUP}/DDEATH/{NODE}/press-01"
-        assert death.payload["seq"] is not None
+        assert death.payload["seq"] is not None and death.payload["timestamp"] is not None
         quiet = len(host.all("DDATA"))
         sim = Simulator(port)
         dbirths = host.wait("DBIRTH", 3)
@@ -229,17 +234,18 @@ def test_rebirth_command_and_device_death_and_birth(tmp_path: Path, broker: Brok
 
 def test_data_buffered_in_an_outage_is_replayed_as_historical(tmp_path: Path, broker: Broker,
                                                              press: Simulator) -> None:
-    """Store and forward: after the new births, what was collected while the broker was away
-    comes in order with is_historical = true, then live data without it."""
-    host = Host(broker.port)
-    agent = start(tmp_path, broker.port, press.port)
+    """Store and forward: after the new births, what was collected while the agent's link
+    to the broker was cut comes in order with is_historical = true, then live data."""
+    host = Host(broker.port)  # the host keeps its own connection throughout
+    proxy = TcpProxy(broker.port)
+    agent = start(tmp_path, proxy.port, press.port)
     try:
         host.wait("DDATA", 3)
-        broker.stop()
+        proxy.cut()
         down = time.time_ns() // 1_000_000
         time.sleep(2.0)
         up = time.time_ns() // 1_000_000
-        broker.start()
+        proxy.restore()
         births = host.wait("NBIRTH", 2, timeout=30)
 
         def live_after_replay() -> bool:
@@ -250,6 +256,7 @@ def test_data_buffered_in_an_outage_is_replayed_as_historical(tmp_path: Path, br
     finally:
         assert agent.stop() == 0
         host.close()
+        proxy.close()
     everything = host.all()
     after = everything[everything.index(births[1]):]
     assert after[1].kind == "DBIRTH"
@@ -305,10 +312,13 @@ def test_primary_host_state_and_two_brokers(tmp_path: Path, broker: Broker,
 def test_aliases_and_device_commands_through_the_write_allow_list(tmp_path: Path,
                                                                   broker: Broker,
                                                                   press: Simulator) -> None:
-    """tck-id-payloads-alias-birth-requirement, tck-id-payloads-alias-uniqueness,
-    tck-id-payloads-alias-data-cmd-requirement, tck-id-edge-subscribe-dcmd; DCMD writes go
+    """tck-id-payloads-alias-birth-requirement, aliases unique across the node's metrics,
+    tck-id-payloads-alias-data-cmd-requirement,
+    tck-id-operational-behavior-data-commands-rebirth-name-aliases,
+    tck-id-edge-subscribe-dcmd, tck-id-operational-behavior-data-publish-dbirth-change
+    (data carries changed metrics only); DCMD writes go
     through write-back's allow-list (die.clamp_closed writable, lubrication.pump_on not) and
-    the new value comes back in DDATA; data carries changed metrics only."""
+    the new value comes back in DDATA."""
     machine = (press_machine("press-01", press.port)
                + "signals:\n  - {name: die.clamp_closed, writable: true}\n")
     host = Host(broker.port)

@@ -46,7 +46,7 @@ def test_topics() -> None:
 
 
 def test_catalog_fixes_datatypes_and_aliases_and_quality() -> None:
-    """tck-id-payloads-alias-uniqueness, tck-id-payloads-propertyset-quality-value-type,
+    """Aliases unique across devices, tck-id-payloads-propertyset-quality-value-type,
     tck-id-payloads-propertyset-quality-value-value (0, 192 or 500)."""
     c = Catalog(aliases=True)
     a = c.metric("p1", "press.force.peak.ch1", 12, 1, birth=True)

@@ -128,8 +128,10 @@ class CycleConfig(_Strict):
         default_factory=dict, description="name in the record -> where its value comes from "
         "(null drops a feature a template defines)")
 
-    _drop_nulls = field_validator("features", mode="before")(classmethod(
-        lambda cls, value: _without_nulls(value)))
+    @field_validator("features", mode="before")
+    @classmethod
+    def _drop_nulls(cls, value: Any) -> Any:
+        return _without_nulls(value)
 
 
 class RateConfig(_Strict):
@@ -165,8 +167,10 @@ class DeriveConfig(_Strict):
     heartbeat: Duration = Field(60.0, gt=0, description="derived values are published on "
                                 "change and at least this often")
 
-    _drop_nulls = field_validator("rates", "counters", mode="before")(classmethod(
-        lambda cls, value: _without_nulls(value)))
+    @field_validator("rates", "counters", mode="before")
+    @classmethod
+    def _drop_nulls(cls, value: Any) -> Any:
+        return _without_nulls(value)
 
     @field_validator("rates", "counters")
     @classmethod

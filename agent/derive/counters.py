@@ -39,9 +39,16 @@ class MonotonicCount:
 
     __slots__ = ("_unwrap", "total")
 
-    def __init__(self, rollover: int | None) -> None:
+    def __init__(self, rollover: int | None, saved: tuple[int, int] | None = None) -> None:
         self._unwrap = Unwrapper(rollover)
         self.total: int | None = None
+        if saved is not None:  # (device value, total) from before a restart
+            self._unwrap.raw, self.total = saved
+
+    @property
+    def raw(self) -> int | None:
+        """The last device value."""
+        return self._unwrap.raw
 
     def update(self, raw: int) -> int:
         """The count after this device value (the first value is taken as it is)."""

@@ -9,6 +9,7 @@ from agent.config.derive import AVAILABILITY, EXECUTION, DeriveConfig
 from agent.derive.counters import NS, MonotonicCount, RateMeter
 from agent.derive.cycles import CycleDetector
 from agent.derive.execution import ExecutionMapper
+from agent.derive.store import CounterView
 from agent.model import BAD, GOOD, Reading
 from drivers.base import DeviceEvent
 
@@ -42,24 +43,35 @@ class _Published:
 class Derivations:
     """Machine state, cycles, rates and counters of one machine."""
 
-    def __init__(self, config: DeriveConfig) -> None:
+    def __init__(self, config: DeriveConfig, store: CounterView | None = None) -> None:
         self._heartbeat = int(config.heartbeat * NS)
         self._availability = _Published(AVAILABILITY) if config.availability else None
         self._execution = ExecutionMapper(config.execution) if config.execution else None
         self._execution_out = _Published(EXECUTION)
         self._cycles = CycleDetector(config.cycle) if config.cycle else None
-        self._rates = [(_Published(name), rate.counter, RateMeter(rate.window, rate.rollover))
+        self._rates = [(_Published(name), RateMeter(rate.window, rate.rollover), rate.counter)
                        for name, rate in config.rates.items()]
-        self._counters = [(_Published(name), c.counter, MonotonicCount(c.rollover))
-                          for name, c in config.counters.items()]
-        watched: set[str] = set()
+        self._store = store
+        self._counters = [(_Published(name), MonotonicCount(
+            c.rollover, store.get(name) if store is not None else None), c.counter)
+            for name, c in config.counters.items()]
+        # Per counter signal, what it feeds: looked up once per reading.
+        self._meters: dict[str, list[RateMeter]] = {}
+        for _, meter, signal in self._rates:
+            self._meters.setdefault(signal, []).append(meter)
+        self._counts: dict[str, list[tuple[_Published, MonotonicCount]]] = {}
+        for published, count, signal in self._counters:
+            self._counts.setdefault(signal, []).append((published, count))
+        watched = set(self._meters) | set(self._counts)
         if self._execution is not None:
             watched |= self._execution.inputs
         if self._cycles is not None:
             watched |= self._cycles.inputs
-        watched.update(counter for _, counter, _ in self._rates)
-        watched.update(counter for _, counter, _ in self._counters)
         self.watched = frozenset(watched)
+        self.published = [(p.name, p.unit) for p in (
+            *([self._availability] if self._availability else []),
+            *([self._execution_out] if self._execution else []),
+            *(p for p, _, _ in self._rates), *(p for p, _, _ in self._counters))]
         self._latest: dict[str, Any] = {}
         self.last_cycle: dict[str, Any] | None = None
 
@@ -82,7 +94,7 @@ class Derivations:
         if self._availability is not None:
             self._availability.offer(AVAILABLE if connected else UNAVAILABLE, ts,
                                      self._heartbeat, out)
-        for published, _, meter in self._rates:
+        for published, meter, _ in self._rates:
             rate = meter.rate(ts)
             if rate is not None:  # unknown until a second increment: nothing to say yet
                 published.offer(rate, ts, self._heartbeat, out)
@@ -97,13 +109,14 @@ class Derivations:
             latest[r.signal] = value
             if cycles is not None:
                 cycles.update(r.signal, value, r.ts)
-            for _, counter, meter in self._rates:
-                if r.signal == counter and _integral(value):
+            for meter in self._meters.get(r.signal, ()):
+                if _integral(value):
                     meter.update(int(value), r.ts)  # type: ignore[arg-type]
-            for published, counter, count in self._counters:
-                if r.signal == counter:
-                    total = count.update(int(value)) if _integral(value) else None  # type: ignore[arg-type]
-                    published.offer(total, r.ts, self._heartbeat, out, r.reason)
+            for published, count in self._counts.get(r.signal, ()):
+                total = count.update(int(value)) if _integral(value) else None  # type: ignore[arg-type]
+                published.offer(total, r.ts, self._heartbeat, out, r.reason)
+                if total is not None and self._store is not None:
+                    self._store.put(published.name, count.raw, total)  # type: ignore[arg-type]
         if cycles is not None:
             record = cycles.check(latest, ts)
             if record is not None:

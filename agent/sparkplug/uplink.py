@@ -142,15 +142,18 @@ class SparkplugUplink(Uplink):
         self._server = (self._server + 1) % len(self._servers)
 
     async def _say_death(self, conn: MqttConnection) -> None:
-        try:
-            mid = conn.publish(self.topics.ndeath, self._death(), qos=1)
-            self._other.add(mid)
-            async with asyncio.timeout(2.0):
-                while mid in self._other and conn.is_connected:
-                    await asyncio.sleep(0.01)
-        except (ConnectionError, TimeoutError):
-            pass
-        await conn.disconnect()
+        """An intentional goodbye: on MQTT 5 a DISCONNECT that has the broker publish the
+        Will (the NDEATH); on 3.1.1 the NDEATH published, then DISCONNECT."""
+        if conn.protocol != "5":
+            try:
+                mid = conn.publish(self.topics.ndeath, self._death(), qos=1)
+                self._other.add(mid)
+                async with asyncio.timeout(2.0):
+                    while mid in self._other and conn.is_connected:
+                        await asyncio.sleep(0.01)
+            except (ConnectionError, TimeoutError):
+                pass
+        await conn.disconnect(with_will=True)
 
     async def _subscribe(self, conn: MqttConnection) -> None:
         topics = [(self.topics.ncmd, self._on_command), (self.topics.dcmd_all, self._on_command)]
@@ -282,7 +285,7 @@ class SparkplugUplink(Uplink):
             online, stamp = state["online"], state["timestamp"]
             if not isinstance(online, bool) or not isinstance(stamp, int):
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self._log.warning("malformed STATE of the primary host: ignored", topic=topic)
             return
         if stamp < self._host_ts:

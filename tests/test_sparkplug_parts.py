@@ -15,6 +15,7 @@ from agent.sparkplug.bdseq import BdSeq
 from agent.sparkplug.datatypes import DataType
 from agent.sparkplug.metrics import Catalog, coerce
 from agent.sparkplug.topics import Topics, state_topic
+from agent.sparkplug.uplink import collected
 
 
 def test_bdseq_is_persisted_and_wraps_from_255_to_0(tmp_path: Path) -> None:
@@ -85,3 +86,15 @@ def test_values_that_do_not_fit_the_born_datatype_become_null() -> None:
 def test_sparkplug_config_errors(mqtt: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         AgentFile.model_validate({"agent": {"id": "a", "site": "s"}, "mqtt": mqtt})
+
+
+def test_a_dead_devices_batch_is_published_only_if_it_holds_something_collected() -> None:
+    """A replayed batch of a device that is not born gets a DBIRTH first when it carries
+    data (so nothing collected before a death is lost); bad readings alone are not news."""
+    bad = {"signal": "cycle.count", "quality": "bad", "value": None}
+    unavailable = {"signal": "machine.availability", "quality": "good", "value": "UNAVAILABLE"}
+    good = {"signal": "cycle.count", "quality": "good", "value": 5}
+    assert not collected({"readings": [bad, unavailable]})
+    assert collected({"readings": [bad, good]})
+    assert collected({"readings": [], "events": [{"event": "machine.cycle"}]})
+    assert collected({"readings": [{**good, "quality": "uncertain"}]})

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from agent.buffer import Buffer, Row
 from agent.config.derive import AVAILABILITY
 from agent.config.models import AgentIdentity, MqttConfig
-from agent.derive.engine import AVAILABLE, UNAVAILABLE
+from agent.derive.engine import UNAVAILABLE
 from agent.encoding import decode
 from agent.mqtt_connection import MqttConnection
 from agent.sparkplug.bdseq import BdSeq
@@ -38,6 +38,14 @@ LIFECYCLE_CHECK = 0.5  # seconds between looks at the host's state when idle
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def collected(batch: dict[str, Any]) -> bool:
+    """Whether a buffered batch holds anything the device delivered: an event, or a reading
+    that is not bad (the agent's own machine.availability aside)."""
+    return bool(batch.get("events")) or any(
+        r.get("quality") != "bad" and r.get("signal") != AVAILABILITY
+        for r in batch.get("readings") or [])
 
 
 class SparkplugUplink(Uplink):
@@ -214,9 +222,10 @@ class SparkplugUplink(Uplink):
         availability = next((r["value"] for r in reversed(readings)
                              if r.get("signal") == AVAILABILITY), None)
         if device not in self._born:
-            if availability != AVAILABLE:  # nothing but a dead device's bad readings
+            if not collected(batch):  # a dead device's bad readings: nothing to tell
                 self._acked.append(row.id)
                 return
+            # Back, or data from before it died replayed: born again first.
             self._device_birth(conn, device)
         catalog = self._catalog
         # History goes out whole; live data only with what changed since it was last sent.

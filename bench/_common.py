@@ -12,6 +12,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,6 +111,26 @@ def start_agent(config: Path, work: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
                                  "--state-dir", str(work / "state")], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
+
+
+def listen(client: Any, broker_port: int, on_message: Callable[..., None]) -> None:
+    """Have `client` receive every telemetry batch of the benchmark's machines."""
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker_port)
+    client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
+    client.loop_start()
+
+
+def start_warm_agent(config: Path, work: Path, warmup: float,
+                     procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
+    """The agent, after `warmup` seconds; None (having said why) if it exited meanwhile."""
+    agent = start_agent(config, work)
+    procs.append(agent)
+    time.sleep(warmup)
+    if agent.poll() is not None:
+        print("agent exited; see", work / "agent.log", file=sys.stderr)
+        return None
+    return agent
 
 
 def scrape(metrics_port: int) -> str:

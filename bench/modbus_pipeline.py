@@ -27,12 +27,13 @@ sys.path.insert(0, str(REPO))
 
 from _common import (  # noqa: E402
     histogram_quantile,
+    listen,
     measure,
     metric_sum,
     percentile,
     port_free,
-    start_agent,
     start_broker,
+    start_warm_agent,
     write_config,
 )
 
@@ -96,15 +97,9 @@ def main() -> int:
         for _ in range(args.machines):
             sim.stdout.readline()  # type: ignore[union-attr]
         time.sleep(0.5)
-        client.on_message = on_message
-        client.connect("127.0.0.1", broker_port)
-        client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
-        client.loop_start()
-        agent = start_agent(config, work)
-        procs.append(agent)
-        time.sleep(args.warmup)
-        if agent.poll() is not None:
-            print("agent exited; see", work / "agent.log", file=sys.stderr)
+        listen(client, broker_port, on_message)
+        agent = start_warm_agent(config, work, args.warmup, procs)
+        if agent is None:
             return 1
         window = measure(agent.pid, metrics_port, args.duration, measuring)
         before_metrics, after_metrics, rss_samples = window.before, window.after, window.rss

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -28,10 +27,11 @@ sys.path.insert(0, str(REPO))
 
 from _common import (  # noqa: E402
     histogram_quantile,
+    listen,
     measure,
     metric_sum,
-    start_agent,
     start_broker,
+    start_warm_agent,
     write_config,
 )
 
@@ -88,15 +88,9 @@ def main() -> int:
         procs.append(sim)
         wait_port(opc_port, sim, "bulk simulator", timeout=60)
         wait_port(broker_port, procs[0], "mosquitto")
-        client.on_message = on_message
-        client.connect("127.0.0.1", broker_port)
-        client.subscribe("factory/bench/+/+/+/telemetry", qos=1)
-        client.loop_start()
-        agent = start_agent(config, work)
-        procs.append(agent)
-        time.sleep(args.warmup)
-        if agent.poll() is not None:
-            print("agent exited; see", work / "agent.log", file=sys.stderr)
+        listen(client, broker_port, on_message)
+        agent = start_warm_agent(config, work, args.warmup, procs)
+        if agent is None:
             return 1
         window = measure(agent.pid, metrics_port, args.duration, measuring, (sim.pid,))
         before, after, rss = window.before, window.after, window.rss

@@ -300,7 +300,7 @@ def build_units(line: ForgingLine, sim_clock: SimClock, extra_units: int = 0) ->
     return units
 
 
-class ForgingSimulator(SimulatorBase):
+class ForgingSimulator(SimulatorBase[RtuFaults]):
     """The forging line served by an RtuServer on `link`; simulated time starts at start()."""
 
     def __init__(

@@ -47,8 +47,6 @@ from simulators.modbus_model import DataModel
 from simulators.modbus_pdu import handle_pdu
 from simulators.serial_link import (
     FaultAction,
-    FaultInjector,
-    FaultStats,
     LineFaults,
     LinePort,
     SerialLink,
@@ -146,7 +144,7 @@ class RtuStats:
     replies: int = 0  # replies put on the line (including cut/corrupted ones)
 
 
-class RtuServer(SimulatorBase):
+class RtuServer(SimulatorBase[RtuFaults]):
     """Serve several units on one serial link."""
 
     def __init__(
@@ -163,25 +161,8 @@ class RtuServer(SimulatorBase):
                 raise ValueError(f"unit id {unit} outside 1..247")
         self.units: dict[int, DataModel] = dict(units)
         self.link = link
-        self._faults = faults or RtuFaults()
-        self._injector = FaultInjector(self._faults.seed)
+        self._use_faults(faults or RtuFaults())
         self.stats = RtuStats()
-
-    @property
-    def faults(self) -> RtuFaults:
-        """Current fault switches."""
-        return self._faults
-
-    @faults.setter
-    def faults(self, value: RtuFaults) -> None:
-        if not isinstance(value, RtuFaults):
-            raise TypeError("faults must be an RtuFaults")
-        self._faults = value
-
-    @property
-    def fault_stats(self) -> FaultStats:
-        """Counts of injected faults (dropped, cut, corrupted, noise_bursts)."""
-        return self._injector.stats
 
     async def _serve(self, port: LinePort) -> None:
         settings = port.settings

@@ -68,8 +68,6 @@ from dataclasses import dataclass
 from simulators.press_physics import noise
 from simulators.serial_link import (
     FaultAction,
-    FaultInjector,
-    FaultStats,
     LineFaults,
     LinePort,
     SerialLink,
@@ -141,7 +139,7 @@ class AsciiFaults(LineFaults):
             raise ValueError("burst must be >= 0")
 
 
-class AsciiDevice(SimulatorBase):
+class AsciiDevice(SimulatorBase[AsciiFaults]):
     """Shared parts: time scale, faults, sending one line with its faults applied."""
 
     kind = "ascii"
@@ -159,26 +157,9 @@ class AsciiDevice(SimulatorBase):
         self.link = link
         self.seed = seed
         self.time_scale = time_scale
-        self._faults = faults or AsciiFaults()
-        self._injector = FaultInjector(self._faults.seed)
+        self._use_faults(faults or AsciiFaults())
         self._t0 = time.monotonic()
         self.lines_sent = 0
-
-    @property
-    def faults(self) -> AsciiFaults:
-        """Current fault switches."""
-        return self._faults
-
-    @faults.setter
-    def faults(self, value: AsciiFaults) -> None:
-        if not isinstance(value, AsciiFaults):
-            raise TypeError("faults must be an AsciiFaults")
-        self._faults = value
-
-    @property
-    def fault_stats(self) -> FaultStats:
-        """Counts of injected faults."""
-        return self._injector.stats
 
     def sim_time(self, real: float | None = None) -> float:
         """Simulated seconds since start at monotonic time `real` (default now)."""

@@ -90,7 +90,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 logger = logging.getLogger("simulators.serial")
 
@@ -698,10 +698,37 @@ class Startable(Protocol):
     async def stop(self) -> None: ...
 
 
-class SimulatorBase:
-    """Lifecycle shared by the serial simulators: a link plus the protocol handler on it."""
+F = TypeVar("F", bound=LineFaults)
+
+
+class SimulatorBase(Generic[F]):
+    """Lifecycle shared by the serial simulators: a link plus the protocol handler on it,
+    and the fault switches it obeys."""
 
     link: SerialLink
+    _faults: F
+    _injector: FaultInjector
+
+    def _use_faults(self, faults: F) -> None:
+        self._faults = faults
+        self._injector = FaultInjector(faults.seed)
+
+    @property
+    def faults(self) -> F:
+        """Current fault switches."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: F) -> None:
+        kind = type(self._faults)
+        if not isinstance(value, kind):
+            raise TypeError(f"faults must be an {kind.__name__}")
+        self._faults = value
+
+    @property
+    def fault_stats(self) -> FaultStats:
+        """Counts of injected faults (dropped, cut, corrupted, noise bursts)."""
+        return self._injector.stats
 
     async def _serve(self, port: LinePort) -> None:
         raise NotImplementedError

@@ -11,8 +11,8 @@ import logging
 import random
 import struct
 from dataclasses import dataclass
-from types import TracebackType
 
+from simulators.lifecycle import Lifecycle
 from simulators.modbus_model import (
     DataModel,
     ExceptionCode,
@@ -68,7 +68,7 @@ class FaultConfig:
             raise ValueError("exception_rate must be within 0..1")
 
 
-class ModbusTcpServer:
+class ModbusTcpServer(Lifecycle):
     """Serve one DataModel over Modbus TCP on host:port for a single unit id."""
 
     def __init__(
@@ -125,18 +125,6 @@ class ModbusTcpServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def __aenter__(self) -> ModbusTcpServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -12,19 +12,19 @@ import logging
 import math
 import signal
 import sys
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from asyncua import ua
 from asyncua.common import events as ua_events
 
+from simulators.lifecycle import Lifecycle
 from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
 from simulators.opcua_pki import SECURITY_CHOICES, parse_security
 from simulators.opcua_server import SimServer
 
 logger = logging.getLogger("simulators.opcua")
 
-class TickingSimulator:
+class TickingSimulator(Lifecycle):
     """A SimServer plus one task that advances the simulation: start, stop, `async with`."""
 
     server: SimServer
@@ -48,18 +48,6 @@ class TickingSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 class MachineSimulator(TickingSimulator, abc.ABC):

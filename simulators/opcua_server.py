@@ -41,13 +41,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from asyncua import Server, ua
 from asyncua.common import events as ua_events
 from asyncua.server.address_space import AttributeValue
 
+from simulators.lifecycle import Lifecycle
 from simulators.opcua_address_space import string_nodeid
 from simulators.opcua_faults import (
     Faults,
@@ -76,7 +75,7 @@ DUMMY_NAMESPACE = "urn:edge-agent:sim:dummy:{}"
 Populate = Callable[["SimServer"], Awaitable[None]]
 
 
-class SimServer:
+class SimServer(Lifecycle):
     """One simulated OPC UA server; see the module docstring for the options."""
 
     def __init__(
@@ -189,18 +188,6 @@ class SimServer:
                 self._pki_tmp.cleanup()
                 self._pki_tmp = None
                 self._pki_dir = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _boot(self) -> None:
         server = UaServer(self._faults)

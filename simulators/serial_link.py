@@ -89,8 +89,9 @@ import tty
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from simulators.lifecycle import Lifecycle
 
 logger = logging.getLogger("simulators.serial")
 
@@ -109,7 +110,6 @@ MAX_TCP_BACKLOG = 64 * 1024
 READ_SIZE = 4096
 NOISE_MIN_BYTES = 1
 NOISE_MAX_BYTES = 8
-
 
 # --------------------------------------------------------------------------- line settings
 
@@ -701,7 +701,7 @@ class Startable(Protocol):
 F = TypeVar("F", bound=LineFaults)
 
 
-class SimulatorBase(Generic[F]):
+class SimulatorBase(Lifecycle, Generic[F]):
     """Lifecycle shared by the serial simulators: a link plus the protocol handler on it,
     and the fault switches it obeys."""
 
@@ -745,18 +745,6 @@ class SimulatorBase(Generic[F]):
     async def stop(self) -> None:
         """Close the link and end every conversation."""
         await self.link.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 @dataclass

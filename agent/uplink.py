@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from agent import __version__
 from agent.backoff import Backoff
-from agent.buffer import Buffer
+from agent.buffer import Buffer, Row
 from agent.commands import CommandHub
 from agent.config.models import AgentIdentity, MqttConfig
 from agent.mqtt_connection import MqttConnection, MqttRefused, parse_url, tls_context
@@ -180,13 +180,13 @@ class Uplink:
         self._wake.set()
 
     async def _pump(self, conn: MqttConnection) -> None:
+        """One connection: open the session, then publish committed batches oldest first
+        within the in-flight window until the connection ends."""
         self._window = min(self._cfg.max_inflight, conn.receive_maximum)
         self._other.clear()
-        self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
-        self._other.add(self._status_mid)
-        self._state.mark_all_dirty()
-        state_task = asyncio.create_task(self._publish_state(conn), name="state-topic")
-        commands_task = self._subscribe_commands(conn)
+        tasks = await self._open_session(conn)
+        if tasks is None:
+            return
         self._cursor = 0  # everything up to here was published on this connection
         try:
             while conn.is_connected:
@@ -194,8 +194,8 @@ class Uplink:
                 if self._acked:
                     self._buffer.ack(self._acked)
                     self._acked = []
-                if self.commands is not None:
-                    self._send_replies(conn)
+                if not await self._between_batches(conn):
+                    return
                 room = self._room()
                 # Only ask the buffer when a commit brought something new: acks alone do not.
                 if room > 0 and self._buffer.committed_id > self._cursor:
@@ -204,8 +204,7 @@ class Uplink:
                         break
                     try:
                         for row in rows:
-                            mid = conn.publish(row.topic, row.payload)
-                            self._inflight[mid] = (row.id, row.sampled_ns)
+                            self._publish_row(conn, row)
                             self._cursor = row.id
                     except ConnectionError:
                         break  # lost between fetch and publish; unacked rows go again later
@@ -215,14 +214,38 @@ class Uplink:
                         self._metrics.uplink_published.inc(len(rows))
                         self._metrics.uplink_inflight.set(len(self._inflight))
                         continue  # there may be more right away
-                await self._wake.wait()
+                await self._idle()
         finally:
-            state_task.cancel()
-            if commands_task is not None:
-                commands_task.cancel()
+            for task in tasks:
+                task.cancel()
             if self._acked:
                 self._buffer.ack(self._acked)
                 self._acked = []
+
+    async def _open_session(self, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
+        """What a new connection starts with: the online status, the retained state and
+        the command subscription (tasks to cancel when it ends); None: nothing to pump."""
+        self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
+        self._other.add(self._status_mid)
+        self._state.mark_all_dirty()
+        tasks = [asyncio.create_task(self._publish_state(conn), name="state-topic")]
+        commands = self._subscribe_commands(conn)
+        return tasks + ([commands] if commands is not None else [])
+
+    async def _between_batches(self, conn: MqttConnection) -> bool:
+        """Work ahead of the backlog (command replies); False ends the connection."""
+        if self.commands is not None:
+            self._send_replies(conn)
+        return True
+
+    def _publish_row(self, conn: MqttConnection, row: Row) -> None:
+        """One committed batch, QoS 1, deleted from the buffer on its PUBACK."""
+        mid = conn.publish(row.topic, row.payload)
+        self._inflight[mid] = (row.id, row.sampled_ns)
+
+    async def _idle(self) -> None:
+        """Until something happens: a commit, an ack, a command reply."""
+        await self._wake.wait()
 
     # -- write commands (agent/commands.py): subscription and replies only ----------------
 

@@ -87,56 +87,38 @@ class SparkplugUplink(Uplink):
 
     # -- the session --------------------------------------------------------------------
 
-    async def _pump(self, conn: MqttConnection) -> None:
-        self._window = min(self._cfg.max_inflight, conn.receive_maximum)
-        self._other.clear()
+    async def _open_session(self, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
+        """Subscriptions, the primary host's go-ahead, then the births."""
         self._born.clear()
         self._catalog = Catalog(self._aliases)
         self._host_online = self._primary is None
         await self._subscribe(conn)
         while not self._host_online:  # births wait for the primary host
             if not conn.is_connected:
-                return
+                return None
             self._wake.clear()
-            await self._wait()
-        self._cursor = 0
-        self._boundary = self._buffer.committed_id
-        self._birth(conn)
+            await self._idle()
+        self._boundary = self._buffer.committed_id  # what is older replays as history
         try:
-            while conn.is_connected:
-                self._wake.clear()
-                if self._acked:
-                    self._buffer.ack(self._acked)
-                    self._acked = []
-                if not self._host_online:
-                    await self._leave(conn)
-                    return
-                if self._rebirth:
-                    self._birth(conn)
-                self._drop_replies()
-                room = self._room()
-                if room > 0 and self._buffer.committed_id > self._cursor:
-                    rows, upto = await self._buffer.fetch_upto(self._cursor, room)
-                    if not conn.is_connected:
-                        break
-                    try:
-                        for row in rows:
-                            self._publish_row(conn, row)
-                            self._cursor = row.id
-                    except ConnectionError:
-                        break
-                    if len(rows) < room:
-                        self._cursor = max(self._cursor, upto)
-                    if rows:
-                        self._metrics.uplink_published.inc(len(rows))
-                        continue
-                await self._wait()
-        finally:
-            if self._acked:
-                self._buffer.ack(self._acked)
-                self._acked = []
+            self._birth(conn)
+        except ConnectionError:
+            return None
+        return []
 
-    async def _wait(self) -> None:
+    async def _between_batches(self, conn: MqttConnection) -> bool:
+        if not self._host_online:
+            await self._leave(conn)
+            return False
+        if self._rebirth:
+            try:
+                self._birth(conn)
+            except ConnectionError:
+                return False  # lost meanwhile: the next connection is born anew
+        self._drop_replies()
+        return True
+
+    async def _idle(self) -> None:
+        # Wakes up now and then as well: the primary host's STATE arrives by itself.
         try:
             async with asyncio.timeout(LIFECYCLE_CHECK):
                 await self._wake.wait()

@@ -40,8 +40,9 @@ class GroupNormalizer:
     """Turns one poll group's samples (in config order) into readings.
 
     Report by exception (unless a signal says `report: every_poll`): a number is reported
-    every poll, or with a deadband only when it moved beyond it; a boolean, enum label or
-    text only when it changed; either at least once per heartbeat. Bad and uncertain
+    every poll, or with a deadband only when it moved beyond it; a polled boolean, enum
+    label or text only when it changed (pushed ones each time they come); either at least
+    once per heartbeat. Bad and uncertain
     readings, and the first good one after them, are always reported.
     """
 
@@ -63,9 +64,10 @@ class GroupNormalizer:
         """Like `apply`, for samples of some signals only: (signal index, sample) pairs, as a
         subscription delivers them (several of one signal are all kept, in order)."""
         signals = self._signals
-        return self._apply((signals[i], sample) for i, sample in samples)
+        return self._apply(((signals[i], sample) for i, sample in samples), pushed=True)
 
-    def _apply(self, pairs: Iterable[tuple[_Signal, RawSample]]) -> list[Reading]:
+    def _apply(self, pairs: Iterable[tuple[_Signal, RawSample]],
+               pushed: bool = False) -> list[Reading]:
         out: list[Reading] = []
         append = out.append
         taps: list[Reading] = []
@@ -102,7 +104,10 @@ class GroupNormalizer:
                             band = abs(last) * sig.deadband / 100 if sig.percent else sig.deadband
                             if abs(value - last) <= band:  # type: ignore[operator]
                                 continue
-                    elif value == last:
+                    elif value == last and not pushed:
+                        # A pushed value is a change or an occurrence already (a subscription
+                        # notification, an event's field, a streamed line): two alarms
+                        # with the same text are two alarms.
                         continue
                 sig.last_value, sig.last_quality, sig.last_sent = value, quality, sample.ts_ns
             append(reading)

@@ -17,3 +17,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.start()
     yield b
     b.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-minutes", type=float, default=3.0,
+                     help="how long the chaos test injects faults (default 3)")

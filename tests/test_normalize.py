@@ -386,3 +386,12 @@ def test_taps_see_watched_signals_before_report_by_exception() -> None:
     assert [(r.signal, r.value) for r in n.taps] == [("cycle.count", 5)]
     assert [r.signal for r in n.apply([good(5, 1), good(1, 1)])] == ["x.other"]
     assert [(r.signal, r.value) for r in n.taps] == [("cycle.count", 5)]  # filtered, still seen
+
+
+def test_pushed_labels_and_text_are_occurrences_not_states() -> None:
+    """Two alarms with the same text are two alarms: what a subscription, an event or a
+    stream delivers is reported each time; polled text only when it changes."""
+    n = GroupNormalizer([sig("alarm.text")])
+    assert len(n.apply_sparse([(0, good("Spindle overload", 0))])) == 1
+    assert len(n.apply_sparse([(0, good("Spindle overload", 1))])) == 1
+    assert len(n.apply([good("Spindle overload", 2)])) == 0

@@ -27,7 +27,7 @@ from tests.harness import (
     wait_for,
 )
 from tests.sparkplug_decoder import decode_payload, encode_ncmd
-from tests.tcp_proxy import TcpProxy
+from tests.fault_proxy import FaultProxy
 
 GROUP, NODE = "plant-1", "gw-test"
 BOOLEAN = 11
@@ -237,15 +237,15 @@ def test_data_buffered_in_an_outage_is_replayed_as_historical(tmp_path: Path, br
     """Store and forward: after the new births, what was collected while the agent's link
     to the broker was cut comes in order with is_historical = true, then live data."""
     host = Host(broker.port)  # the host keeps its own connection throughout
-    proxy = TcpProxy(broker.port)
+    proxy = FaultProxy(broker.port)
     agent = start(tmp_path, proxy.port, press.port)
     try:
         host.wait("DDATA", 3)
-        proxy.cut()
+        proxy.drop()
         down = time.time_ns() // 1_000_000
         time.sleep(2.0)
         up = time.time_ns() // 1_000_000
-        proxy.restore()
+        proxy.pass_through()
         births = host.wait("NBIRTH", 2, timeout=30)
 
         def live_after_replay() -> bool:

@@ -16,9 +16,18 @@ from typing import Any
 import pytest
 
 from tests.fault_proxy import FaultProxy
-from tests.harness import (AgentConfig, AgentProcess, Broker, Simulator, Subscriber,
-                           assert_complete_and_ordered, buffer_stats, free_port, press_machine,
-                           wait_for)
+from tests.harness import (
+    AgentConfig,
+    AgentProcess,
+    Broker,
+    Simulator,
+    Subscriber,
+    assert_complete_and_ordered,
+    buffer_stats,
+    free_port,
+    press_machine,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 

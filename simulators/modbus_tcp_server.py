@@ -2,6 +2,13 @@
 
 Deliberately independent of pymodbus so it can catch client bugs. One DataModel per
 listening port, answering a single configured unit id.
+
+Faults can be switched on a running server: assign a new FaultConfig to ``server.faults``
+(or call ``set_faults``, which also re-seeds the random generator); it applies from the
+next request on, also to connections already open. ``restart()`` stops listening, drops
+every connection and listens again on the same port. Assigning ``faults`` from another
+thread than the server's loop is safe (one reference swap); ``restart`` must run on the
+server's loop (``asyncio.run_coroutine_threadsafe``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ import asyncio
 import logging
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
 
 from simulators.lifecycle import Lifecycle
 from simulators.modbus_model import (
@@ -25,6 +33,7 @@ from simulators.modbus_pdu import READ_FUNCTIONS, exception_pdu, handle_pdu
 __all__ = [
     "DataModel",
     "ExceptionCode",
+    "FAULT_MODES",
     "FaultConfig",
     "MBAP_HEADER",
     "MAX_MBAP_LENGTH",
@@ -44,6 +53,21 @@ MAX_MBAP_LENGTH = 260
 _INJECTED_EXCEPTIONS = (ExceptionCode.SERVER_DEVICE_FAILURE, ExceptionCode.SERVER_DEVICE_BUSY)
 
 
+# What the server does to each answer (see FaultConfig.mode).
+FAULT_MODES = frozenset({
+    "none",
+    "delay",  # only delay_ms; a name of its own so a fault file can say what it means
+    "short_reply",
+    "short_adu",
+    "wrong_tid",
+    "wrong_unit",
+    "exception",
+    "dribble",
+    "close_mid_reply",
+})
+_EXCEPTION_CODES = frozenset(int(c) for c in ExceptionCode)
+
+
 @dataclass(frozen=True)
 class FaultConfig:
     """Fault-injection switches; the defaults inject nothing.
@@ -52,12 +76,28 @@ class FaultConfig:
     delay_ms: wait this long before answering each request (non-blocking).
     exception_rate: probability of answering a read with exception 04 or 06.
     seed: seed of the random generator driving exception_rate.
+    mode: how every answer is mangled:
+      none             answer correctly;
+      delay            answer correctly after delay_ms (delay_ms applies in any mode);
+      short_reply      the PDU cut to half its length, the MBAP length matching the cut;
+      short_adu        the MBAP length of the full reply, but only half the ADU sent (the
+                       rest never comes; the connection stays open);
+      wrong_tid        transaction id of the request + 1;
+      wrong_unit       unit id of the request + 1;
+      exception        every read answered with exception_code;
+      dribble          the reply sent one byte at a time, dribble_ms between bytes;
+      close_mid_reply  half the reply sent, then the connection closed.
+    exception_code: the code of mode "exception" (1, 2, 3, 4, 6 or 11).
+    dribble_ms: the pause between bytes of mode "dribble".
     """
 
     drop_every: int = 0
     delay_ms: float = 0.0
     exception_rate: float = 0.0
     seed: int = 0
+    mode: str = "none"
+    exception_code: int = int(ExceptionCode.SERVER_DEVICE_FAILURE)
+    dribble_ms: float = 1.0
 
     def __post_init__(self) -> None:
         if self.drop_every < 0:
@@ -66,6 +106,30 @@ class FaultConfig:
             raise ValueError("delay_ms must be >= 0")
         if not 0.0 <= self.exception_rate <= 1.0:
             raise ValueError("exception_rate must be within 0..1")
+        if self.mode not in FAULT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(sorted(FAULT_MODES))}")
+        if self.exception_code not in _EXCEPTION_CODES:
+            raise ValueError(
+                f"exception_code must be one of {', '.join(map(str, sorted(_EXCEPTION_CODES)))}"
+            )
+        if self.dribble_ms < 0:
+            raise ValueError("dribble_ms must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> FaultConfig:
+        """A FaultConfig from a JSON object of its fields ("code" standing for
+        exception_code); ValueError for unknown fields or bad values."""
+        known = {f.name for f in fields(cls)}
+        values = dict(data)
+        if "code" in values:
+            values["exception_code"] = values.pop("code")
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ModbusTcpServer(Lifecycle):
@@ -102,6 +166,18 @@ class ModbusTcpServer(Lifecycle):
     def port(self) -> int:
         """Actually bound port (resolves port 0 once started)."""
         return self._port
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        """Switch fault injection from the next request on; re-seeds the generator."""
+        self._rng = random.Random(faults.seed)
+        self.faults = faults
+
+    async def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop listening and drop every connection, stay down for `down_seconds`, then
+        listen again on the same port (as a device power-cycling)."""
+        await self.stop()
+        await asyncio.sleep(down_seconds)
+        await self.start()
 
     @property
     def request_count(self) -> int:
@@ -169,18 +245,50 @@ class ModbusTcpServer(Lifecycle):
                 )
                 return
             pdu = await reader.readexactly(length - 1)
-            response = await self._answer(unit_id, pdu)
+            faults = self.faults  # one switch per request, even if it changes mid-answer
+            response = await self._answer(unit_id, pdu, faults)
             if response is None:
                 logger.info("%s: fault injection dropping connection", peer)
                 return
-            writer.write(
-                MBAP_HEADER.pack(transaction_id, 0, len(response) + 1, unit_id) + response
-            )
-            await writer.drain()
+            if not await self._send(writer, transaction_id, unit_id, response, faults):
+                logger.info("%s: fault injection closing mid-reply", peer)
+                return
 
-    async def _answer(self, unit_id: int, pdu: bytes) -> bytes | None:
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        transaction_id: int,
+        unit_id: int,
+        response: bytes,
+        faults: FaultConfig,
+    ) -> bool:
+        """Frame and send one answer as `faults` says; False to close the connection."""
+        mode = faults.mode
+        if mode == "wrong_tid":
+            transaction_id = (transaction_id + 1) & 0xFFFF
+        elif mode == "wrong_unit":
+            unit_id = (unit_id + 1) & 0xFF
+        elif mode == "short_reply":
+            # Keeps at least the function code so the frame is still a Modbus frame, just
+            # one whose data is shorter than its own byte count says.
+            response = response[: max(1, len(response) // 2)]
+        adu = MBAP_HEADER.pack(transaction_id, 0, len(response) + 1, unit_id) + response
+        if mode in ("short_adu", "close_mid_reply"):
+            writer.write(adu[: len(adu) // 2])
+            await writer.drain()
+            return mode == "short_adu"
+        if mode == "dribble":
+            for i in range(len(adu)):
+                writer.write(adu[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(faults.dribble_ms / 1000.0)
+            return True
+        writer.write(adu)
+        await writer.drain()
+        return True
+
+    async def _answer(self, unit_id: int, pdu: bytes, faults: FaultConfig) -> bytes | None:
         """Response PDU for one request, or None to drop the connection."""
-        faults = self.faults
         self._request_count += 1
         if faults.drop_every and self._request_count % faults.drop_every == 0:
             return None
@@ -189,6 +297,8 @@ class ModbusTcpServer(Lifecycle):
         function = pdu[0]
         if unit_id != self.unit_id:
             return exception_pdu(function, ExceptionCode.GATEWAY_TARGET_FAILED)
+        if faults.mode == "exception" and function in READ_FUNCTIONS:
+            return exception_pdu(function, ExceptionCode(faults.exception_code))
         if (
             faults.exception_rate > 0.0
             and function in READ_FUNCTIONS
@@ -196,4 +306,3 @@ class ModbusTcpServer(Lifecycle):
         ):
             return exception_pdu(function, self._rng.choice(_INJECTED_EXCEPTIONS))
         return handle_pdu(self.model, pdu)
-

@@ -1,10 +1,23 @@
 """Simulated mechanical stamping press speaking Modbus TCP, and its command line.
 
 Run: ``python -m simulators.press --host 127.0.0.1 --port 5020 --unit 1 --spm 30 --count 1
---seed 0 --alarm-every 300 [--drop-every N] [--delay-ms MS] [--exception-rate P]``.
+--seed 0 --alarm-every 300 [--drop-every N] [--delay-ms MS] [--exception-rate P]
+[--fault-file PATH]``.
 ``--count N`` serves N independent presses on ports port..port+N-1 (seeds seed+i).
 After each server is listening one line ``press listening on HOST:PORT unit U`` is printed.
 Runs until SIGTERM/SIGINT, then exits 0.
+
+Faults at runtime: with ``--fault-file PATH`` the simulator re-reads PATH at most every
+100 ms and, when its content changed, applies it to every press. The content is a JSON
+object of simulators.modbus_tcp_server.FaultConfig fields, overriding the ones given on
+the command line, e.g. ``{"mode": "exception", "code": 4}``, ``{"mode": "delay",
+"delay_ms": 500}``, ``{"mode": "dribble", "dribble_ms": 2}``, ``{"mode": "none"}``
+(modes: none, delay, short_reply, short_adu, wrong_tid, wrong_unit, exception, dribble,
+close_mid_reply). ``{"mode": "restart", "down_ms": 500}`` restarts every server once
+(stops listening, drops connections, listens again on the same port after down_ms) and
+then injects nothing; write another content before restarting again. A missing or
+empty file means the command-line faults; unreadable JSON or bad values are reported
+on stderr and leave the faults as they were.
 
 Behaviour: the crank turns at SPM strokes/min while running; a cycle is running for
 ``--alarm-every`` s (rounded up to a whole stroke, so the crank parks at TDC), alarm for
@@ -62,12 +75,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from simulators import word_order as wo
 from simulators.modbus_model import Table
@@ -89,6 +104,7 @@ DISCRETE_INPUTS = 8
 WRITABLE_COILS = range(0, 2)
 # Polled by up to 100 presses per process: recompute the image at most every 5 ms.
 IMAGE_CACHE_SECONDS = 0.005
+FAULT_FILE_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-every", type=int, default=0, help="drop connection every N-th request")
     p.add_argument("--delay-ms", type=float, default=0.0, help="delay before each answer, ms")
     p.add_argument("--exception-rate", type=float, default=0.0, help="P(read answers 04/06)")
+    p.add_argument(
+        "--fault-file",
+        type=Path,
+        default=None,
+        help="JSON fault switches, re-read every 100 ms (see the module docstring)",
+    )
     return p
 
 
@@ -321,9 +343,61 @@ async def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"press: cannot listen: {exc}", file=sys.stderr)
         return 1
+    watcher = None
+    if args.fault_file is not None:
+        base = FaultConfig(
+            drop_every=args.drop_every,
+            delay_ms=args.delay_ms,
+            exception_rate=args.exception_rate,
+            seed=args.seed,
+        )
+        watcher = asyncio.create_task(_watch_fault_file(args.fault_file, base, servers))
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
     await asyncio.gather(*(s.stop() for s in servers))
     return 0
+
+
+async def _watch_fault_file(
+    path: Path, base: FaultConfig, servers: list[ModbusTcpServer]
+) -> None:
+    """Apply the fault file to every server whenever its content changes."""
+    seen: str | None = None
+    while True:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            print(f"press: cannot read fault file: {exc}", file=sys.stderr, flush=True)
+            text = seen or ""
+        if text != seen:
+            seen = text
+            await _apply_fault_text(text, base, servers)
+        await asyncio.sleep(FAULT_FILE_POLL_SECONDS)
+
+
+async def _apply_fault_text(text: str, base: FaultConfig, servers: list[ModbusTcpServer]) -> None:
+    try:
+        data = json.loads(text) if text.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError("fault file must hold a JSON object")
+        if data.get("mode") == "restart":
+            down = float(data.get("down_ms", 0.0)) / 1000.0
+            faults = base
+        else:
+            down = None
+            # Fields the file leaves out keep their command-line values.
+            faults = FaultConfig.from_mapping({**vars(base), **data})
+    except (ValueError, TypeError) as exc:
+        print(f"press: ignoring fault file: {exc}", file=sys.stderr, flush=True)
+        return
+    for i, server in enumerate(servers):
+        server.set_faults(replace(faults, seed=faults.seed + i))
+    if down is not None:
+        await asyncio.gather(*(s.restart(down) for s in servers))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,9 @@ class ModbusTcpTransport:
             self.close()
             raise ConnectionError(str(exc)) from None
         except ModbusException as exc:
-            # Wrong transaction or unit id and similar framing-level mismatches.
+            # A reply pymodbus rejects as such. (A reply for another transaction or unit id
+            # is skipped by pymodbus 3.16's framer instead: the answer never comes and the
+            # request ends above, as a timeout.)
             self.close()
             raise MalformedReply(str(exc)) from None
         except (ConnectionError, OSError):

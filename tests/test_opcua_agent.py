@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.fault_proxy import FaultProxy
 from tests.harness import (
     REPO,
     AgentConfig,
@@ -440,3 +441,30 @@ def test_machine_down_at_start_is_bad_at_its_poll_rate_until_it_comes_up(
                 cnc.stop()
     seqs = [b["seq"] for b in run.batches(CNC_BASE + "/telemetry")]
     assert_complete_and_ordered(seqs, max(seqs))
+
+
+def test_a_black_holed_opcua_link_reads_bad_then_recovers(tmp_path: Path, broker: Broker,
+                                                          sims: dict[str, OpcSim]) -> None:
+    """The network between the agent and the OPC UA server goes silent (the fault proxy
+    black-holes it): the cnc's signals turn bad with a reason, the other machine goes on,
+    and once the network is back the cnc reads good again."""
+    link = FaultProxy(sims["cnc"].port)
+    run = Run(tmp_path, broker, {"cnc-01": cnc_machine(link.port),
+                                 "imm-01": imm_machine(sims["imm"].port)})
+    try:
+        wait_for(lambda: run.good(CNC_BASE, "axis.x.position"), 20, "cnc data first")
+        mark = run.mark()
+        link.black_hole()
+        bad = wait_for(lambda: [r for r in run.readings(CNC_BASE, mark)
+                                if r["signal"] == "axis.x.position" and r["quality"] == "bad"],
+                       30, "bad cnc readings while the link is silent")
+        assert bad[0]["reason"] in ("subscription_stalled", "comm_failure", "timeout")
+        imm_before = len(run.good(IMM_BASE, "temperature.barrel.zone1"))
+        link.pass_through()
+        back = run.mark()
+        wait_for(lambda: run.good(CNC_BASE, "axis.x.position", back), 60, "cnc good again")
+        assert len(run.good(IMM_BASE, "temperature.barrel.zone1")) > imm_before
+        run.alive()
+    finally:
+        run.close()
+        link.close()

@@ -64,8 +64,9 @@ class MachineConfig:
     # Content hash of the machine file and every template it uses, so a reload can tell
     # changed machines from unchanged.
     digest: str
-    # The (merged) file the model came from, to point later errors at the right file:line.
-    document: SourceDocument | None = field(default=None, repr=False, compare=False)
+    # The config folder, to find the file (and templates) again for later errors: the
+    # parsed YAML trees are not kept, they would cost a running agent megabytes.
+    root: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -81,9 +82,13 @@ class MachineConfig:
         return {name: signals for name, signals in groups.items() if signals}
 
     def locate(self, loc: Sequence[str | int]) -> Location:
-        """Where `loc` of this machine's data is written (in a template, for inherited values)."""
-        document = self.document if self.document is not None else load_yaml(self.source)
-        return document.locate(loc)
+        """Where `loc` of this machine's data is written (in a template, for inherited values);
+        reads the file and its templates again (for the rare error found after loading)."""
+        root = self.root if self.root is not None else self.source.parent
+        rel = _rel(self.source, root)
+        read = load_yaml(self.source, rel)
+        document = TemplateLibrary(root).resolve(read, rel, [])
+        return (document if document is not None else read).locate(loc)
 
 
 @dataclass(slots=True)
@@ -250,7 +255,7 @@ def _load_machine(path: Path, root: Path, drivers: Mapping[str, DriverSpec],
             errors.append(error_at(doc.locate(loc), message))
     if model is None or len(errors) > before:
         return None
-    return MachineConfig(model, spec, path, doc.digest, doc)
+    return MachineConfig(model, spec, path, doc.digest, root)
 
 
 def _check_signals(data: dict[str, Any], doc: SourceDocument, errors: list[ConfigError]) -> None:

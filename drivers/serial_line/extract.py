@@ -102,9 +102,13 @@ class Extractor:
                     short = True
                     append(RawSample(None, ts_ns, "bad", UNEXPECTED_FRAME))
                     continue
+            if raw is None:  # an optional group that did not take part in the match
+                self.parse_errors += 1
+                append(RawSample(None, ts_ns, "bad", PARSE_ERROR))
+                continue
             try:
                 append(RawSample(convert(raw), ts_ns))
-            except (ValueError, TypeError):  # TypeError: an optional group that did not match
+            except ValueError:
                 self.parse_errors += 1
                 append(RawSample(None, ts_ns, "bad", PARSE_ERROR))
         if short:

@@ -227,6 +227,14 @@ class FrameSplitter:
         buf, term, start = self._buf, self._term, self._start
         out: list[bytes] = []
         while buf:
+            if self._skipping:  # the rest of an over-long frame, up to its terminator
+                end = buf.find(term)
+                if end < 0:
+                    self._drop(len(buf) - (len(term) - 1))
+                    return out
+                self._drop(end + len(term))
+                self._skipping = False
+                continue
             if not self._in_frame:
                 at = buf.find(start)
                 if at < 0:
@@ -248,9 +256,14 @@ class FrameSplitter:
             if end < 0:
                 if len(buf) >= self._max:
                     self.overlong += 1
-                    self._drop(len(buf))
                     self._in_frame = False
-                    return out
+                    if self._resync:  # the next start marker begins the next frame
+                        self._drop(len(buf))
+                        return out
+                    # The marker may occur in the data: the frame ends at its terminator,
+                    # however the bytes were split into reads.
+                    self._skipping = True
+                    continue
                 self._scan = max(len(start), len(buf) - len(term) + 1)
                 return out
             size = end + len(term)

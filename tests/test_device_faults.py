@@ -178,20 +178,7 @@ CASES: dict[str, Case] = {
     "restart": Case(None, "comm_failure"),
 }
 
-_DECODE_BUG = ("a cut register reply makes pymodbus raise ModbusIOException inside "
-               "data_received; asyncio logs a traceback and closes the connection, so the "
-               "agent reports comm_failure instead of malformed_reply (cut bit replies decode "
-               "as empty and do give malformed_reply)")
-XFAIL = {"short_reply": _DECODE_BUG}
-
-
-def _params() -> list[Any]:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=WrongReason,
-                                                         reason=XFAIL[name]))
-            if name in XFAIL else name for name in CASES]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(CASES))
 def test_fault_marks_readings_bad_and_recovers(rig: Rig, name: str) -> None:
     case = CASES[name]
     rig.wait_good(FAULTY, rig.mark(), RECOVER_WITHIN_S)

@@ -119,5 +119,10 @@ def load_yaml(path: Path, name: str | None = None) -> YamlDocument:
         raise YamlSyntaxError(problem, mark.line + 1 if mark else None) from None
     except YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
+    except (NotImplementedError, ValueError, TypeError, AttributeError, IndexError,
+            RecursionError) as exc:
+        # ruamel's round-trip parser has corners it does not handle (found by fuzzing: a
+        # comment it cannot place raises NotImplementedError): still a file we cannot read.
+        raise YamlSyntaxError(f"cannot parse this YAML: {exc}", None) from None
     return YamlDocument(_plain(tree), tree, str(path) if name is None else name,
                         hashlib.sha256(raw).hexdigest())

@@ -36,6 +36,7 @@ class ModbusTcpTransport:
     def __init__(self, host: str, port: int, unit_id: int, timeout: float) -> None:
         self._host, self._port, self._unit, self._timeout = host, port, unit_id, timeout
         self._client: AsyncModbusTcpClient | None = None
+        self._lost: BaseException | None = None  # why pymodbus last dropped the link
 
     @property
     def connected(self) -> bool:
@@ -55,6 +56,17 @@ class ModbusTcpTransport:
         )
         client.set_max_no_responses(1_000_000)
         self._client = client
+        self._lost = None
+        # pymodbus closes the link when it cannot decode a reply (the exception escapes its
+        # data_received) and then only reports "disconnected": keep why, to tell a malformed
+        # reply from a device that hung up.
+        ctx = client.ctx
+        lost = ctx.connection_lost
+
+        def connection_lost(reason: Exception | None) -> None:
+            self._lost = reason
+            lost(reason)
+        ctx.connection_lost = connection_lost  # type: ignore[method-assign, assignment]
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # lands as the inner call completes, and the task would then never stop.
@@ -79,7 +91,10 @@ class ModbusTcpTransport:
             return
         future = getattr(self._client.ctx, "response_future", None)
         if future is not None and not future.done():
-            future.set_exception(ConnectionError("connection closed by device"))
+            if isinstance(self._lost, ModbusException):
+                future.set_exception(MalformedReply(f"undecodable reply: {self._lost}"))
+            else:
+                future.set_exception(ConnectionError("connection closed by device"))
 
     async def read(self, table: str, start: int, count: int) -> Sequence[int] | Sequence[bool]:
         """Registers or bits of one block. Raises DeviceException, MalformedReply,

@@ -285,6 +285,36 @@ async def test_commit_interval_commits_without_flush(env: Env) -> None:
     assert [r.seq for r in await fetch_all(buf)] == [1, 2]
 
 
+async def test_batches_and_acks_that_arrive_mid_transaction_are_taken_at_its_commit(
+        env: Env) -> None:
+    """Within an open transaction the writer is not woken per batch or ack; what arrives
+    meanwhile must still be committed, and acks applied, by the commit that is due. Watched
+    only through what commits publish (committed_id, the batches gauge): a fetch or stats
+    call would wake the writer itself and hide a missed wake-up."""
+    metrics = Metrics()
+    buf = await env.open(interval=0.2, metrics=metrics)
+    codec = PayloadCodec(AGENT, "json")
+
+    async def until(check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not check():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
+    for tag in range(1, 31):  # several commit intervals' worth, some in each transaction
+        buf.append(make_batch(codec, "a", tag))
+        await asyncio.sleep(0.02)
+    await until(lambda: buf.committed_id == 30,
+                "batches appended during a transaction were never committed")
+    assert sample(metrics, "edge_agent_buffer_batches") == 30
+    for row_id in range(1, 31):
+        buf.ack([row_id])
+        await asyncio.sleep(0.02)
+    await until(lambda: sample(metrics, "edge_agent_buffer_batches") == 0,
+                "acks sent during a transaction were never applied")
+    assert [r.seq for r in await fetch_all(buf)] == []
+
+
 # ---- ack -------------------------------------------------------------------------------------
 
 async def test_ack_deletes_rows_for_good(env: Env, tmp_path: Path) -> None:

@@ -469,3 +469,34 @@ def test_a_black_holed_opcua_link_reads_bad_then_recovers(tmp_path: Path, broker
     finally:
         run.close()
         link.close()
+
+
+def test_every_change_arrives_when_values_change_faster_than_publishing(
+        tmp_path: Path, broker: Broker) -> None:
+    """Values change every 100 ms and the server samples every 100 ms, but publishes only
+    every 200 ms: without a queue_size in the file the agent asks for room for every sample
+    of an interval, so no change is lost (a queue of one would lose every other)."""
+    sim = OpcSim("bulk", free_port(), "--variables", "50", "--rate", "10", time_scale=None,
+                 module="opcua_bulk")
+    lines = ["id: bulk-01", "family: cnc", "area: bench", "line: line-1",
+             "connection: {protocol: opcua, url: '%s', mode: subscribe}" % sim.url,
+             "poll: {main: 200ms}", "signals:"]
+    lines += [f"  - {{name: x.bulk.v{i:05d}, node: 'nsu=urn:edge-agent:sim:bulk;s=Bulk.V{i:05d}',"
+              " sampling_interval: 100ms}" for i in range(50)]
+    run = Run(tmp_path, broker, {"bulk-01": "\n".join(lines) + "\n"})
+    base = "factory/testsite/bench/line-1/bulk-01"
+    try:
+        wait_for(lambda: len({int(r["value"]) for r in run.good(base, "x.bulk.v00049")}) >= 40,
+                 60, "40 ticks of the last variable")
+        run.alive()
+    finally:
+        run.close()
+        sim.stop()
+    by_signal = _by_signal([r for r in run.readings(base) if r["quality"] == "good"
+                            and r["signal"].startswith("x.bulk.")])
+    assert len(by_signal) == 50
+    for name, readings in by_signal.items():
+        ticks = sorted({int(r["value"]) for r in readings if r["value"] >= 1})
+        assert len(ticks) >= 30, name
+        missing = sorted(set(range(ticks[0], ticks[-1] + 1)) - set(ticks))
+        assert not missing, f"{name}: ticks {missing[:10]} never arrived"

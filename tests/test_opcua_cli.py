@@ -28,15 +28,17 @@ class OpcSim:
     """`python -m simulators.<kind>` in a subprocess; its stdout lines are collected by a
     reader thread so the test can wait for "listening", "paused", "restarted"..."""
 
-    def __init__(self, kind: str, port: int, *extra: str, time_scale: str = "20") -> None:
+    def __init__(self, kind: str, port: int, *extra: str, time_scale: str | None = "20",
+                 module: str | None = None) -> None:
         self.kind, self.port = kind, port
         self.url = f"opc.tcp://127.0.0.1:{port}"
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._eof = False
+        scale = [] if time_scale is None else ["--time-scale", time_scale]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"simulators.{kind}", "--port", str(port),
-             "--time-scale", time_scale, *extra],
+            [sys.executable, "-m", f"simulators.{module or kind}", "--port", str(port),
+             *scale, *extra],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read, daemon=True).start()
         try:

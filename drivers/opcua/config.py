@@ -204,7 +204,9 @@ class OpcUaSignalFields(_Strict):
                               "connection's mode, or event when `event` is set")
     sampling_interval: Duration | None = Field(
         None, ge=0, description="subscribe: server sampling; default: the publishing interval")
-    queue_size: int = Field(1, ge=1, le=10_000, description="subscribe: values kept per interval")
+    queue_size: int | None = Field(
+        None, ge=1, le=10_000, description="subscribe: values the server keeps per publishing "
+        "interval; default: every sample of one interval plus one")
     server_deadband: ServerDeadband | None = None
     event: str | None = Field(None, description="event: name of an event source of the connection")
     field: str | None = Field(None, description="event: the field (browse path), e.g. CycleTime")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -39,6 +40,16 @@ log = logging.getLogger("edge_agent.opcua")
 UNRESOLVED = "node_unresolved"
 SUBSCRIPTION_STALLED = "subscription_stalled"
 PUSH_BOUND_MIN = 10_000  # pending samples per push group before the oldest are dropped
+
+
+def default_queue_size(publishing_ms: float, sampling_ms: float) -> int:
+    """Room for every sample of one publishing interval, plus one.
+
+    A queue of one loses a change whenever two samples land in the same interval, which
+    happens all the time when a value changes at about the publishing rate (jitter)."""
+    if sampling_ms <= 0:  # "as fast as the server can": its rate is unknown here
+        return 10
+    return min(10_000, math.ceil(publishing_ms / sampling_ms) + 1)
 
 
 @dataclass(slots=True)
@@ -259,9 +270,9 @@ class OpcUaDriver:
         publishing_ms = self._intervals.get(group, 1.0) * 1000
         items = [
             ItemPlan(p.index, p.node, p.codec,  # type: ignore[arg-type]
-                     publishing_ms if p.signal.sampling_interval is None
-                     else p.signal.sampling_interval * 1000,
-                     p.signal.queue_size,
+                     sampling_ms := (publishing_ms if p.signal.sampling_interval is None
+                                     else p.signal.sampling_interval * 1000),
+                     p.signal.queue_size or default_queue_size(publishing_ms, sampling_ms),
                      None if p.signal.server_deadband is None else (
                          ("absolute", p.signal.server_deadband.absolute)
                          if p.signal.server_deadband.absolute is not None

@@ -13,6 +13,7 @@ says what, stops everything it started, and exits 1.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import json
 import os
 import selectors
@@ -309,6 +310,8 @@ class Demo:
                 raise _Stop()
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 handlers[sig] = signal.signal(sig, stop)
+            # A demo that seems stuck: `kill -USR1` shows where each thread is.
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         ok = False
         try:
             ok = self._run()

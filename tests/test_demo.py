@@ -14,6 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from agent.local_processes import free_port
 from tests.harness import REPO, Broker
 
@@ -36,6 +38,19 @@ def _env(tmp_path: Path, mark: str, **extra: str) -> dict[str, str]:
 
 def _marked_processes(mark: str) -> list[str]:
     """Command lines of live processes whose environment carries `mark`."""
+    return [cmdline for _, cmdline in _marked(mark)]
+
+
+def _kill_marked(mark: str) -> None:
+    """After a failure: nothing the demo started outlives the test."""
+    for pid, _ in _marked(mark):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _marked(mark: str) -> list[tuple[int, str]]:
     found = []
     needle = f"EDGE_AGENT_TEST_MARK={mark}".encode()
     for pid in os.listdir("/proc"):
@@ -47,7 +62,8 @@ def _marked_processes(mark: str) -> list[str]:
                 status = Path(f"/proc/{pid}/stat").read_text().split()[2]
                 if status != "Z":
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+                    found.append((int(pid),
+                                  cmdline.replace(b"\0", b" ").decode(errors="replace")))
         except OSError:
             continue
     return found
@@ -127,11 +143,20 @@ def test_demo_stops_on_ctrl_c_and_prints_the_summary(tmp_path: Path) -> None:
         # The broker, six simulators and the agent (so the checks below can see them).
         assert len(_marked_processes(mark)) >= 9
         proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=40)
+        try:
+            rest, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the demo writes every thread's stack to stderr
+            time.sleep(1)
+            proc.kill()
+            rest, err = proc.communicate()
+            pytest.fail(f"the demo did not stop within 40 s of Ctrl-C; its stderr:\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.returncode != 0:
+            _kill_marked(mark)
     assert proc.returncode == 0, "".join(seen) + rest + err
     last = rest.strip().splitlines()[-1]
     match = SUMMARY.match(last)

@@ -3,9 +3,9 @@ the one error each entry point documents.
 
 Targets: Modbus reply handling and register decoding, serial framing and field extraction,
 OPC UA value conversion, MQTT write commands, Sparkplug payload decoding, and the YAML config
-loader (mutated example files). Examples per target: EDGE_AGENT_FUZZ_EXAMPLES (default 2000,
-what fits the CI budget beside everything else; `EDGE_AGENT_FUZZ_EXAMPLES=10000` is the full
-run, about 4 minutes of one core). No example database: every run is stateless.
+loader (mutated example files). 10,000 examples per target (EDGE_AGENT_FUZZ_EXAMPLES sets
+another number); about four minutes of one core in all. No example database: every run is
+stateless.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from tests.harness import REPO
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("EDGE_AGENT_FUZZ_EXAMPLES", "2000"))
+EXAMPLES = int(os.environ.get("EDGE_AGENT_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -205,18 +205,22 @@ def _wire_bytes(min_size: int, max_size: int) -> st.SearchStrategy[bytes]:
     return st.lists(st.sampled_from(_WIRE), min_size=min_size, max_size=max_size).map(bytes)
 
 
+_STARTS = st.one_of(st.none(), _wire_bytes(1, 2))
+_TERMINATORS = st.one_of(st.sampled_from([b"\r\n", b"\n", b"\r", b"*", b"\n\n"]),
+                         _wire_bytes(1, 3))
+
+
 @st.composite
 def splitter_configs(draw: st.DrawFn) -> dict[str, Any]:
     """Keyword arguments of FrameSplitter within what FramingConfig accepts."""
-    start = draw(st.one_of(st.none(), _wire_bytes(1, 2)))
+    start = draw(_STARTS)
     max_frame = draw(st.integers(4, 40))
     if draw(st.booleans()):
         low = len(start) + 1 if start else 1
         assume(low <= max_frame)
         length = draw(st.integers(low, max_frame))
         return {"length": length, "start": start, "max_frame": max_frame}
-    terminator = draw(st.one_of(st.sampled_from([b"\r\n", b"\n", b"\r", b"*", b"\n\n"]),
-                                _wire_bytes(1, 3)))
+    terminator = draw(_TERMINATORS)
     assume(len(terminator) + len(start or b"") < max_frame)
     resync = draw(st.booleans()) if start else True
     return {"terminator": terminator, "start": start, "max_frame": max_frame,
@@ -397,13 +401,18 @@ def variants(draw: st.DrawFn) -> ua.Variant:
                       Dimensions=[rows, cols])
 
 
+_CODES = st.one_of(st.sampled_from(_STATUS_CODES), st.integers(0, 2**32 - 1))
+_MAYBE_VARIANT = st.one_of(st.none(), variants())
+_MAYBE_DATETIME = st.one_of(st.none(), _DATETIMES)
+
+
 @st.composite
 def data_values(draw: st.DrawFn) -> ua.DataValue:
-    code = draw(st.one_of(st.sampled_from(_STATUS_CODES), st.integers(0, 2**32 - 1)))
-    dv = ua.DataValue(draw(st.one_of(st.none(), variants())),
-                      StatusCode=draw(st.one_of(st.none(), st.just(ua.StatusCode(code)))),
-                      SourceTimestamp=draw(st.one_of(st.none(), _DATETIMES)),
-                      ServerTimestamp=draw(st.one_of(st.none(), _DATETIMES)))
+    code = draw(_CODES)
+    dv = ua.DataValue(draw(_MAYBE_VARIANT),
+                      StatusCode=ua.StatusCode(code) if draw(st.booleans()) else None,
+                      SourceTimestamp=draw(_MAYBE_DATETIME),
+                      ServerTimestamp=draw(_MAYBE_DATETIME))
     if draw(st.integers(0, 3)) == 0:
         # Through the wire: encode, damage a few bytes, decode as a client would.
         try:
@@ -466,6 +475,12 @@ _VALUES = st.one_of(_JSON, st.sampled_from(["off", "auto", "manual", "AB", "", "
                     st.text(max_size=300))
 
 
+_REQUEST_IDS = st.one_of(st.text(max_size=130), st.integers(-2**64, 2**64), _JSON)
+_SIGNAL_FIELDS = st.one_of(st.sampled_from(_SIGNALS), _JSON)
+_EXTRA_FIELDS = st.dictionaries(st.text(max_size=5), _JSON, max_size=2)
+_ENCODINGS = st.sampled_from(["utf-8", "utf-8", "utf-16", "latin-1"])
+
+
 @st.composite
 def command_payloads(draw: st.DrawFn) -> bytes:
     kind = draw(st.integers(0, 4))
@@ -475,19 +490,17 @@ def command_payloads(draw: st.DrawFn) -> bytes:
         return json.dumps(draw(_JSON)).encode()
     body: dict[str, Any] = {}
     if draw(st.integers(0, 5)):
-        body["request_id"] = draw(st.one_of(st.text(max_size=130), st.integers(-2**64, 2**64),
-                                            _JSON))
+        body["request_id"] = draw(_REQUEST_IDS)
     if draw(st.integers(0, 5)):
-        body["signal"] = draw(st.one_of(st.sampled_from(_SIGNALS), _JSON))
+        body["signal"] = draw(_SIGNAL_FIELDS)
     if draw(st.integers(0, 5)):
         body["value"] = draw(_VALUES)
-    body.update(draw(st.dictionaries(st.text(max_size=5), _JSON, max_size=2)))
+    body.update(draw(_EXTRA_FIELDS))
     text = json.dumps(body)  # NaN, Infinity written as JSON's extensions, as Python reads them
     if kind == 4:  # damaged on the way
         cut = draw(st.integers(0, len(text)))
         text = text[:cut] + draw(st.text(max_size=3)) + text[cut + draw(st.integers(0, 3)):]
-    return text.encode(draw(st.sampled_from(["utf-8", "utf-8", "utf-16", "latin-1"])),
-                       errors="replace")
+    return text.encode(draw(_ENCODINGS), errors="replace")
 
 
 class _RecordingLog:
@@ -608,13 +621,16 @@ def _wire_message(depth: int) -> st.SearchStrategy[bytes]:
     return st.lists(field, max_size=6).map(b"".join)
 
 
+_WIRE_MESSAGES = _wire_message(2)  # built once: building the nested strategy costs more than a draw
+
+
 @st.composite
 def sparkplug_bytes(draw: st.DrawFn) -> bytes:
     kind = draw(st.integers(0, 2))
     if kind == 0:
         return draw(st.binary(max_size=200))
     if kind == 1:
-        return draw(_wire_message(2))
+        return draw(_WIRE_MESSAGES)
     datatype = draw(st.sampled_from([DataType.Int32, DataType.Double, DataType.String,
                                      DataType.Boolean, DataType.UInt64]))
     value = {DataType.Int32: 7, DataType.Double: 1.5, DataType.String: "s",

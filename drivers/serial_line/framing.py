@@ -228,7 +228,7 @@ class FrameSplitter:
         out: list[bytes] = []
         while buf:
             if self._skipping:  # the rest of an over-long frame, up to its terminator
-                end = buf.find(term)
+                end = buf.find(term, self._scan)
                 if end < 0:
                     self._drop(len(buf) - (len(term) - 1))
                     return out
@@ -261,8 +261,10 @@ class FrameSplitter:
                         self._drop(len(buf))
                         return out
                     # The marker may occur in the data: the frame ends at its terminator,
-                    # however the bytes were split into reads.
+                    # however the bytes were split into reads. The search starts after the
+                    # frame's own start marker, which may look like a terminator.
                     self._skipping = True
+                    self._scan = len(start)
                     continue
                 self._scan = max(len(start), len(buf) - len(term) + 1)
                 return out

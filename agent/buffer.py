@@ -186,9 +186,8 @@ class Buffer:
 
     def ack(self, ids: list[int]) -> None:
         """Delete delivered batches (in the next commit)."""
-        self._commands.put(("ack", ids, None))
-        if not self._in_tx:  # else taken with the commit that is due anyway
-            self._wake.set()
+        # Within a transaction it is taken with the commit that is due anyway.
+        self._send("ack", ids, None, wake=not self._in_tx)
 
     async def fetch(self, after_id: int, limit: int) -> list[Row]:
         """Committed batches with id > after_id, oldest first, minus acked ones."""
@@ -228,9 +227,11 @@ class Buffer:
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
 
-    def _send(self, kind: str, arg: Any, future: asyncio.Future[Any] | None) -> None:
+    def _send(self, kind: str, arg: Any, future: asyncio.Future[Any] | None,
+              wake: bool = True) -> None:
         self._commands.put((kind, arg, future))
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     async def _call(self, kind: str, arg: Any) -> Any:
         if self._thread is None or not self._thread.is_alive():

@@ -42,14 +42,18 @@ SUBSCRIPTION_STALLED = "subscription_stalled"
 PUSH_BOUND_MIN = 10_000  # pending samples per push group before the oldest are dropped
 
 
-def default_queue_size(publishing_ms: float, sampling_ms: float) -> int:
-    """Room for every sample of one publishing interval, plus one.
-
-    A queue of one loses a change whenever two samples land in the same interval, which
-    happens all the time when a value changes at about the publishing rate (jitter)."""
+def _sampling_and_queue(signal: OpcUaSignalFields, publishing_ms: float) -> tuple[float, int]:
+    """(sampling ms, queue size) of a monitored item: sampling defaults to the publishing
+    interval, the queue to room for every sample of one interval, plus one. A queue of one
+    loses a change whenever two samples land in the same interval, which happens all the
+    time when a value changes at about the publishing rate (jitter)."""
+    sampling_ms = (publishing_ms if signal.sampling_interval is None
+                   else signal.sampling_interval * 1000)
+    if signal.queue_size is not None:
+        return sampling_ms, signal.queue_size
     if sampling_ms <= 0:  # "as fast as the server can": its rate is unknown here
-        return 10
-    return min(10_000, math.ceil(publishing_ms / sampling_ms) + 1)
+        return sampling_ms, 10
+    return sampling_ms, min(10_000, math.ceil(publishing_ms / sampling_ms) + 1)
 
 
 @dataclass(slots=True)
@@ -270,9 +274,7 @@ class OpcUaDriver:
         publishing_ms = self._intervals.get(group, 1.0) * 1000
         items = [
             ItemPlan(p.index, p.node, p.codec,  # type: ignore[arg-type]
-                     sampling_ms := (publishing_ms if p.signal.sampling_interval is None
-                                     else p.signal.sampling_interval * 1000),
-                     p.signal.queue_size or default_queue_size(publishing_ms, sampling_ms),
+                     *_sampling_and_queue(p.signal, publishing_ms),
                      None if p.signal.server_deadband is None else (
                          ("absolute", p.signal.server_deadband.absolute)
                          if p.signal.server_deadband.absolute is not None

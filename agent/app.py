@@ -8,17 +8,19 @@ from typing import Any
 
 from agent.buffer import Buffer, buffer_path
 from agent.commands import CommandHub
+from agent.config.files import mqtt_password
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
 from agent.derive.store import CounterStore
 from agent.encoding import PayloadCodec
 from agent.health import Health
+from agent.http_server import listen_is_loopback
 from agent.logs import get_logger
 from agent.machine import MachineRunner, topic_base
 from agent.metrics import Metrics
 from agent.sd_notify import ServiceNotify
 from agent.state import StateCache
 from agent.supervise import supervise
-from agent.uplink import Uplink, read_password
+from agent.uplink import Uplink
 from drivers.registry import DRIVERS
 
 
@@ -31,13 +33,15 @@ class Agent:
         self.metrics = Metrics()
         self.log = get_logger(agent=config.agent.agent.id)
         cfg = config.agent
-        self.password = read_password(cfg.mqtt, config.root)
+        # Before the event loop: the one blocking read of the password (SecretError, a
+        # ValueError, stops the start with exit code 2).
+        self.password = mqtt_password(cfg.mqtt, config.root).read()
         self.state = StateCache(cfg.agent.id)
         codec = PayloadCodec(cfg.agent.id, cfg.mqtt.encoding)
         self.buffer = Buffer(
             buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
             cfg.buffer.commit_interval, codec,
-            get_logger(component="buffer"), self.metrics)
+            get_logger(component="buffer"), self.metrics, owner=cfg.agent.id)
         self.uplink = self._uplink(self.buffer.path.parent)
         self.counters = CounterStore(self.buffer.path.parent / "counters.json")
         # Write-back commands (off unless write.enabled): routed from the uplink to machines.
@@ -146,6 +150,11 @@ class Agent:
                 self.metrics.serve(cfg.metrics.listen, self.health.facts)
             except OSError as exc:
                 self.log.error("cannot serve metrics", listen=cfg.metrics.listen, error=str(exc))
+            else:
+                if not listen_is_loopback(cfg.metrics.listen):
+                    self.log.warning("/metrics and /healthz have no authentication: anyone who "
+                                     "can reach this address can read them",
+                                     listen=cfg.metrics.listen)
         self.log.info("agent started", machines=len(self.machines), buffer=str(self.buffer.path),
                       epoch=self.buffer.epoch)
         uplink_task = asyncio.create_task(

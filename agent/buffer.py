@@ -4,6 +4,8 @@ A batch counts as collected only once its transaction has committed. `seq` is as
 inside that transaction, so sequence numbers are gap-free across crashes: a batch that was
 never committed never got a number. Commits happen as soon as work is waiting, but at most
 once per `commit_interval`, so a power cut loses at most that much plus one fsync.
+One process at a time opens a buffer file (agent/buffer_lock.py); a damaged one is rebuilt
+only by `edge-agent buffer recover` (agent/buffer_recover.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from agent.buffer_lock import BufferLock
 from agent.encoding import PayloadCodec
 from agent.model import Batch
 
@@ -47,6 +50,41 @@ CREATE TABLE IF NOT EXISTS batches (
     size INTEGER NOT NULL
 );
 """
+
+
+class BufferUnusable(sqlite3.DatabaseError):
+    """SQLite refused the buffer file: damaged, or locked by another process. The message
+    names the file and what to do; a sqlite3.DatabaseError, so existing handlers apply."""
+
+    def __init__(self, path: Path, cause: sqlite3.Error, kind: str) -> None:
+        self.path, self.cause, self.kind = path, cause, kind
+        self.sqlite_errorcode = getattr(cause, "sqlite_errorcode", -1)
+        self.sqlite_errorname = getattr(cause, "sqlite_errorname", "")
+        super().__init__(self.explain())
+
+    def explain(self, recover_command: str = "edge-agent buffer recover -c CONFIG_DIR") -> str:
+        """One line: the file, SQLite's words, and the fix (with the operator's command)."""
+        if self.kind == "damaged":
+            return (f"buffer {self.path} is damaged ({self.cause}): stop the agent and run "
+                    f"`{recover_command}`; it keeps the damaged file aside and carries over "
+                    "every batch it can still read")
+        return (f"buffer {self.path} is locked ({self.cause}): another process holds it: "
+                "close whatever has it open (a sqlite3 shell, a backup tool); the agent needs "
+                "it to itself")
+
+
+def buffer_error(path: Path, exc: BaseException) -> BaseException:
+    """`exc` as a BufferUnusable if it means the file is damaged or locked, else unchanged."""
+    if isinstance(exc, BufferUnusable) or not isinstance(exc, sqlite3.Error):
+        return exc
+    # The primary result code: extended codes (SQLITE_CORRUPT_INDEX, ...) carry it in the
+    # low byte.
+    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return BufferUnusable(path, exc, "damaged")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return BufferUnusable(path, exc, "locked")
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +147,23 @@ def stats_of_file(path: Path) -> BufferStats:
     """Stats of a buffer file, opened read-only (safe while the agent runs)."""
     if not path.exists():
         raise FileNotFoundError(f"no buffer at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return read_stats(conn)
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return read_stats(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise buffer_error(path, exc) from exc
 
 
 class Buffer:
     """Async facade over the writer thread. `append` never blocks the event loop."""
 
     def __init__(self, path: Path, max_bytes: int, commit_interval: float, codec: PayloadCodec,
-                 log: Any, metrics: Any) -> None:
+                 log: Any, metrics: Any, owner: str = "") -> None:
         self.path = path
+        self._owner = owner  # the agent id: the lock file names it to a refused second agent
         self._max_bytes = max_bytes
         self._interval = commit_interval
         self._codec = codec
@@ -140,8 +182,12 @@ class Buffer:
         self.committed_id = 0  # highest committed row id, as the event loop last heard it
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.refused = 0  # batches append() turned away (overflow, closed)
+        self.failure: BaseException | None = None  # what stopped the writer thread, if anything
         # Owned by the writer thread once it runs:
         self._seqs: dict[str, int] = {}
+        # Where a machine with no seq yet starts: above 0 only after `buffer recover` could
+        # not read every machine's seq, so that no (machine, seq) is ever used twice.
+        self._seq_floor = 0
         self._bytes = 0
         self._count = 0
         self._committed_max_id = 0
@@ -150,6 +196,8 @@ class Buffer:
         self._tx_batches: list[Batch] = []  # of the open transaction, to redo it after a failure
         self._tx_acks: list[int] = []
         self._closed = False  # set by close(): later appends are refused and counted
+        self._taken: set[asyncio.Future[Any]] = set()  # of commands not answered yet
+        self._gate = threading.Lock()  # orders queueing a command against the writer failing
 
     # ---- event-loop side -------------------------------------------------------------
 
@@ -165,7 +213,8 @@ class Buffer:
     def append(self, batch: Batch) -> bool:
         """Queue a batch for the next commit (before open(): for the first one); False, and
         counted, if the writer is swamped, closed or dead."""
-        if self._closed or (self._thread is not None and not self._thread.is_alive()):
+        if self._closed or self.failure is not None or (
+                self._thread is not None and not self._thread.is_alive()):
             reason = "closed"
         elif len(self._appends) >= MAX_PENDING:
             reason = "overflow"
@@ -208,7 +257,8 @@ class Buffer:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        # False from the moment the writer failed, not only once its thread has ended.
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
 
     @property
     def closed(self) -> bool:
@@ -223,7 +273,12 @@ class Buffer:
         if not self._thread.is_alive():
             self._thread = None
             return
-        await self._call("close", None)
+        try:
+            await self._call("close", None)
+        except Exception:
+            if self.failure is None:
+                raise
+            # The writer failed (and said so through on_fatal): nothing left to commit.
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
 
@@ -237,7 +292,14 @@ class Buffer:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("buffer is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._send(kind, arg, future)
+        # Against a writer failing meanwhile: it answers every command queued before it
+        # took the gate, and none is queued after (held for a check and a put, never longer).
+        with self._gate:
+            failed = self.failure
+            if failed is None:
+                self._send(kind, arg, future)
+        if failed is not None:
+            raise RuntimeError("buffer is closed") from failed
         return await future
 
     def _committed(self, max_id: int) -> None:
@@ -248,6 +310,7 @@ class Buffer:
                error: BaseException | None = None) -> None:
         if future is None or self._loop is None:
             return
+        self._taken.discard(future)
 
         def settle() -> None:
             if future.done():
@@ -261,30 +324,56 @@ class Buffer:
     # ---- writer thread -----------------------------------------------------------------
 
     def _run(self, opened: asyncio.Future[None]) -> None:
+        lock: BufferLock | None = None
+        conn: sqlite3.Connection | None = None
         try:
+            # First: a second agent must not touch the file at all (not even to open it).
+            lock = BufferLock.acquire(self.path, self._owner)
             conn = open_database(self.path)
             stats = read_stats(conn)
             self.epoch = stats.epoch
             self._seqs = {m: s.seq for m, s in stats.machines.items()}
+            floor = conn.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
+            self._seq_floor = int(floor[0]) if floor else 0
             self._bytes, self._count = stats.bytes, stats.batches
             self._committed_max_id = conn.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
         except BaseException as exc:  # report to open() instead of dying silently
-            self._reply(opened, error=exc)
+            if conn is not None:
+                conn.close()
+            if lock is not None:
+                lock.release()
+            self._reply(opened, error=buffer_error(self.path, exc))
             return
         self.committed_id = self._committed_max_id
         self._reply(opened)
-        self._publish_gauges(conn)
         try:
+            self._publish_gauges(conn)
             self._serve(conn)
         except BaseException as exc:
             # The buffer cannot be restarted under the agent's feet; the agent stops with an
             # error so that systemd restarts the whole process on a fresh connection.
-            self._log.critical("buffer writer failed", error=repr(exc))
+            failure = buffer_error(self.path, exc)
+            # Waiting callers (a fetch, a flush, close) get the error instead of waiting
+            # forever, whether the writer had taken their command or not.
+            with self._gate:
+                self.failure = failure
+                while True:
+                    try:
+                        future = self._commands.get_nowait()[2]
+                    except queue.Empty:
+                        break
+                    if future is not None:
+                        self._taken.add(future)
+            for future in list(self._taken):
+                self._reply(future, error=failure)
+            self._log.critical("buffer writer failed", error=str(failure) or repr(failure),
+                               buffer=str(self.path))
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self.on_fatal, exc)
+                self._loop.call_soon_threadsafe(self.on_fatal, failure)
         finally:
             conn.close()
+            lock.release()
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         staged: list[asyncio.Future[Any] | None] = []  # flush replies, sent after the commit
@@ -303,6 +392,8 @@ class Buffer:
                     kind, arg, future = self._commands.get_nowait()
                 except queue.Empty:
                     break
+                if future is not None:
+                    self._taken.add(future)
                 if kind == "fetch":
                     self._reply(future, self._fetch(conn, *arg))
                 elif kind == "stats":
@@ -389,6 +480,11 @@ class Buffer:
         Gives up, counting the transaction's batches as lost, after a few attempts or on any
         other error. SQLite may already have rolled back by itself (it does on SQLITE_FULL),
         so nothing of the failed transaction is trusted."""
+        explained = buffer_error(self.path, exc)
+        if isinstance(explained, BufferUnusable) and explained.kind == "damaged":
+            # Every later transaction would fail too, losing batches one commit after
+            # another: the writer dies instead, and the agent stops saying what to do.
+            raise explained
         batches, acks = self._tx_batches, self._tx_acks
         for _ in range(_ATTEMPTS):
             self._abort(conn)
@@ -409,7 +505,7 @@ class Buffer:
             except sqlite3.Error as again:
                 exc = again
         self._tx_batches, self._tx_acks = batches, acks
-        self._give_up(conn, str(exc))
+        self._give_up(conn, str(buffer_error(self.path, exc)))  # "locked": with what to do
 
     def _abort(self, conn: sqlite3.Connection) -> None:
         try:
@@ -431,11 +527,12 @@ class Buffer:
         self._metrics.buffer_dropped.labels("write_failed").inc(len(batches))
         self._metrics.buffer_dropped_readings.labels("write_failed").inc(
             sum(b.count for b in batches))
-        self._log.error("buffer write failed; batches lost", error=error, batches=len(batches))
+        self._log.error("buffer write failed; batches lost", error=error, batches=len(batches),
+                        buffer=str(self.path))
 
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         stream = batch.stream or batch.machine
-        seq = self._seqs.get(stream, 0) + 1
+        seq = self._seqs.get(stream, self._seq_floor) + 1
         payload = self._codec.frame(batch.machine, self.epoch, seq, batch.body, batch.key)
         size = len(payload) + len(batch.topic) + ROW_OVERHEAD
         conn.execute(
@@ -493,7 +590,7 @@ class Buffer:
             "VALUES (?, ?, ?, ?) ON CONFLICT(machine) DO UPDATE SET "
             "dropped_batches = dropped_batches + excluded.dropped_batches, "
             "dropped_readings = dropped_readings + excluded.dropped_readings",
-            [(m, self._seqs.get(m, 0), b, r) for m, (b, r) in dropped.items()])
+            [(m, self._seqs.get(m, self._seq_floor), b, r) for m, (b, r) in dropped.items()])
         self._metrics.buffer_dropped.labels(reason).inc(total_batches)
         self._metrics.buffer_dropped_readings.labels(reason).inc(total_readings)
         event = ("buffer full: dropped oldest batches" if reason == "buffer_full"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import signal
 import sqlite3
 import sys
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("-c", "--config", type=Path, required=True)
     validate.add_argument("--online", action="store_true",
                           help="also connect to every machine and check its signals exist")
+    validate.add_argument("--user", help="check that this user (the service's User=) can read "
+                          "every file the config names (default as root: edge-agent, if it exists)")
 
     read = sub.add_parser("read", help="acquire one configured machine once and print it")
     read.add_argument("machine", help="machine id")
@@ -51,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     browse.add_argument("--trust-on-first-use", action="store_true")
     browse.add_argument("--username")
     browse.add_argument("--password-env", help="environment variable holding the password")
+    browse.add_argument("--allow-plaintext-password", action="store_true",
+                        help="send the password with --policy None (unencrypted)")
     browse.add_argument("--timeout", default="5s", help="per request (default 5s)")
 
     certs = sub.add_parser("certs", help="OPC UA client application certificates")
@@ -74,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("kind", choices=sorted(SIMULATORS))
     sim.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see --help)")
 
-    buffer = sub.add_parser("buffer", help="inspect the local buffer")
-    buffer.add_argument("action", choices=["stats"])
+    buffer = sub.add_parser("buffer", help="inspect the local buffer; recover a damaged one")
+    buffer.add_argument("action", choices=["stats", "recover"],
+                        help="stats: backlog and seqs (also while the agent runs); recover: "
+                        "with the agent stopped, move a damaged buffer aside and carry over "
+                        "every batch it can still read")
     buffer.add_argument("-c", "--config", type=Path, required=True)
     buffer.add_argument("--state-dir", type=Path)
     buffer.add_argument("--json", action="store_true", help="machine-readable output")
@@ -127,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agent.status import run_status
         return run_status(args.config, args.state_dir, args.interval)
     if args.command == "validate":
-        return _validate(args.config, args.online)
+        return _validate(args.config, args.online, args.user)
+    if args.command == "buffer" and args.action == "recover":
+        return _buffer_recover(args.config, args.state_dir)
     if args.command == "buffer":
         return _buffer_stats(args.config, args.state_dir, args.json)
     return _run(args.config, args.state_dir)
@@ -145,9 +155,22 @@ def _load(config_dir: Path):  # type: ignore[no-untyped-def]
         return None
 
 
-def _validate(config_dir: Path, online: bool) -> int:
+def _validate(config_dir: Path, online: bool, user: str | None = None) -> int:
+    from agent.config.files import check_files
+    from drivers.file_checks import FileChecker
+    try:
+        files = FileChecker.for_service(user)
+    except ValueError as exc:
+        print(f"edge-agent: --user: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     config = _load(config_dir)
     if config is None:
+        return EXIT_CONFIG
+    report = check_files(config, files)
+    for line in report.errors + report.warnings:
+        print(line, file=sys.stderr)
+    if report.errors:
+        print(f"{len(report.errors)} error(s) in {config_dir}", file=sys.stderr)
         return EXIT_CONFIG
     signals = sum(len(m.model.signals) for m in config.machines)
     if online:
@@ -204,7 +227,8 @@ def _browse(args: argparse.Namespace) -> int:
     security = {"policy": args.policy, "mode": args.mode, "certificate": args.certificate,
                 "private_key": args.private_key, "trust": args.trust,
                 "trust_on_first_use": args.trust_on_first_use}
-    auth = {"username": args.username, "password_env": args.password_env}
+    auth = {"username": args.username, "password_env": args.password_env,
+            "allow_plaintext_password": args.allow_plaintext_password or None}
     try:
         conn = OpcUaConnection.model_validate({
             "protocol": "opcua", "url": args.url, "timeout": args.timeout,
@@ -256,6 +280,9 @@ def _buffer_stats(config_dir: Path, state_dir: Path | None, as_json: bool) -> in
     except (FileNotFoundError, OSError) as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except sqlite3.Error as exc:
+        print(f"edge-agent: {_explain_buffer_error(exc, config_dir, state_dir)}", file=sys.stderr)
+        return EXIT_ERROR
     if as_json:
         print(json.dumps({
             "path": str(path), "epoch": stats.epoch, "batches": stats.batches,
@@ -271,6 +298,39 @@ def _buffer_stats(config_dir: Path, state_dir: Path | None, as_json: bool) -> in
     for machine, s in stats.machines.items():
         print(f"  {machine}: last seq {s.seq}, dropped {s.dropped_batches} batches "
               f"({s.dropped_readings} readings)")
+    return EXIT_OK
+
+
+def _explain_buffer_error(exc: BaseException, config_dir: Path, state_dir: Path | None) -> str:
+    """A buffer error in one line, naming the file and the command that fixes it."""
+    from agent.buffer import BufferUnusable
+    if not isinstance(exc, BufferUnusable):
+        return str(exc) or repr(exc)
+    command = ["edge-agent", "buffer", "recover", "-c", str(config_dir)]
+    if state_dir is not None:
+        command += ["--state-dir", str(state_dir)]
+    return exc.explain(shlex.join(command))
+
+
+def _buffer_recover(config_dir: Path, state_dir: Path | None) -> int:
+    from agent.buffer import buffer_path
+    from agent.buffer_lock import BufferLocked
+    from agent.buffer_recover import recover_buffer
+    config = _load(config_dir)
+    if config is None:
+        return EXIT_CONFIG
+    path = buffer_path(config.root, config.agent.buffer.path, state_dir)
+    try:
+        result = recover_buffer(path)
+    except BufferLocked as exc:
+        print(f"edge-agent: {exc}: stop the agent first (systemctl stop edge-agent), then "
+              "recover", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, sqlite3.Error) as exc:
+        print(f"edge-agent: {_explain_buffer_error(exc, config_dir, state_dir)}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in result.report():
+        print(line)
     return EXIT_OK
 
 
@@ -308,9 +368,19 @@ def _run(config_dir: Path, state_dir: Path | None) -> int:
         loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
         await agent.run(stop)
 
+    from agent.buffer_lock import BufferLocked
     try:
         asyncio.run(main_async())
+    except BufferLocked as exc:
+        # Exit 2 at once: two agents on one buffer would reuse (machine, seq), which
+        # consumers de-duplicate on, so the second one would silently lose batches.
+        print(f"edge-agent: {exc}: two agents must not share a buffer; stop that one first or "
+              "give this one its own --state-dir", file=sys.stderr)
+        return EXIT_CONFIG
     except (OSError, sqlite3.Error) as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)
+        print(f"edge-agent: {_explain_buffer_error(exc, config_dir, state_dir)}", file=sys.stderr)
         return EXIT_ERROR
+    if agent.buffer.failure is not None:  # the buffer broke while running (logged as well)
+        print(f"edge-agent: {_explain_buffer_error(agent.buffer.failure, config_dir, state_dir)}",
+              file=sys.stderr)
     return EXIT_ERROR if agent.failed else EXIT_OK

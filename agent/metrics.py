@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any, Callable, Iterator, Mapping
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily, Metric
+
+from agent.http_server import BoundedWSGIServer
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
                     0.25, 0.5, 1, 2.5, 5, 10)
@@ -68,6 +68,13 @@ class Metrics:
                                        registry=r)
         self.uplink_reconnects = Counter(p + "uplink_connects", "Successful broker connections",
                                          registry=r)
+        self.callback_errors = Counter(p + "mqtt_callback_errors", "Exceptions caught in MQTT "
+                                       "client callbacks (the message, or in reading and "
+                                       "writing the connection, is dropped)", ["where"],
+                                       registry=r)
+        self.inbound_refused = Counter(p + "mqtt_inbound_refused", "Inbound Sparkplug messages "
+                                       "(NCMD, DCMD, STATE) refused or ignored, by reason",
+                                       ["reason"], registry=r)
         self.request_seconds = Histogram(p + "device_request_seconds",
                                          "Round trip of one device request (Modbus, OPC UA Read)",
                                          ["machine", "protocol"], buckets=_LATENCY_BUCKETS,
@@ -88,9 +95,11 @@ class Metrics:
         """Report the shared lines (serial buses) drivers keep in `shared`."""
         self.registry.register(_BusCollector(shared))
 
-    def serve(self, listen: str, health: Callable[[], dict[str, Any]] | None = None) -> None:
-        """Expose /metrics and /healthz on host:port, in a thread of their own (so that a
-        stalled event loop still gets an answer: 503 with the facts)."""
+    def serve(self, listen: str,
+              health: Callable[[], dict[str, Any]] | None = None) -> BoundedWSGIServer:
+        """Expose /metrics and /healthz on host:port, in threads of their own (so that a
+        stalled event loop still gets an answer: 503 with the facts); see agent.http_server
+        for the bounds. Returns the running server (shutdown() stops it)."""
         host, _, port = listen.rpartition(":")
         metrics_app = make_wsgi_app(self.registry)
 
@@ -104,9 +113,9 @@ class Metrics:
                 return [body]
             return metrics_app(environ, start_response)
 
-        server = make_server(host, int(port), app, server_class=_ThreadingServer,
-                             handler_class=_QuietHandler)
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        server = BoundedWSGIServer((host, int(port)), app)
+        server.serve_in_thread()
+        return server
 
 
 class _BusCollector:
@@ -128,12 +137,3 @@ class _BusCollector:
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
-
-
-class _ThreadingServer(WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # one line per scrape on stderr would drown the agent's own logs

@@ -20,9 +20,12 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config.models import TlsConfig
+from drivers.file_checks import exposure
 
 
 class MqttRefused(ConnectionError):
@@ -61,15 +64,25 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
 
 
-def _config_error(config_root: Path, name: str, message: str) -> ValueError:
-    """`agent.yaml:LINE: mqtt.tls.NAME: message`, as the loader reports config errors."""
+class TlsFileError(ValueError):
+    """A problem with a file of `mqtt.tls`; reads `agent.yaml:LINE: mqtt.tls.NAME: message`
+    as the loader reports config errors, with `name` and `message` for validate."""
+
+    def __init__(self, text: str, name: str, message: str) -> None:
+        super().__init__(text)
+        self.name = name
+        self.message = message
+
+
+def _config_error(config_root: Path, name: str, message: str) -> TlsFileError:
     from agent.config.loader import AGENT_FILE, ConfigError
     from agent.config.yaml_source import load_yaml
     try:
         line: int | None = load_yaml(config_root / AGENT_FILE).line_of(("mqtt", "tls", name))
     except (OSError, ValueError):  # no readable agent.yaml: the field alone still says it
         line = None
-    return ValueError(str(ConfigError(AGENT_FILE, line, f"mqtt.tls.{name}", message)))
+    return TlsFileError(str(ConfigError(AGENT_FILE, line, f"mqtt.tls.{name}", message)),
+                        name, message)
 
 
 def _read_pem(config_root: Path, name: str, path: Path) -> str:
@@ -100,8 +113,9 @@ def tls_context(tls: TlsConfig | None, config_root: Path,
     TLS `min_version` or newer; with `cert` and `key` the client authenticates (mutual TLS).
 
     Files are relative to the config folder. Every problem found before connecting raises
-    ValueError as `agent.yaml:LINE: mqtt.tls.FIELD: message`; `warn` gets what is allowed
-    but unwise (a private key other users can read, an expired client certificate)."""
+    TlsFileError (a ValueError) as `agent.yaml:LINE: mqtt.tls.FIELD: message`; `warn` gets
+    what is allowed but unwise (a private key other users can read, an expired client
+    certificate), as `mqtt.tls.FIELD: message`."""
     def resolve(path: str | None) -> Path | None:
         return None if path is None else config_root / Path(path).expanduser()  # absolute stays
 
@@ -121,10 +135,9 @@ def tls_context(tls: TlsConfig | None, config_root: Path,
             # OpenSSL would ask for the passphrase on the terminal, or fail under systemd.
             raise _config_error(config_root, "key", f"{key} is encrypted with a passphrase: "
                                 "the agent needs it unencrypted, readable by its user only")
-        mode = key.stat().st_mode  # type: ignore[union-attr]
-        if mode & 0o004 and warn is not None:
-            warn(f"mqtt.tls.key: {key} can be read by every user of this machine "
-                 f"(mode {mode & 0o777:o}): chmod 600 it")
+        exposed = exposure(key)  # type: ignore[arg-type]
+        if exposed is not None and warn is not None:
+            warn(f"mqtt.tls.key: {exposed}")
     try:
         context = ssl.create_default_context(cafile=None if ca is None else str(ca))
     except ssl.SSLError as exc:
@@ -229,14 +242,25 @@ class _LastError(logging.Handler):
         self.message = record.getMessage()
 
 
+ErrorHook = Callable[[str, BaseException], None]
+
+
 class MqttConnection:
-    """Connect, publish, and learn of PUBACKs and of the connection's loss."""
+    """Connect, publish, and learn of PUBACKs and of the connection's loss.
+
+    No exception leaves a callback that paho or the event loop calls: it goes to `on_error`
+    (log and count). One in a message handler drops that message; one in paho's own reading
+    or writing leaves the connection's state unknown, so the connection is dropped.
+    """
 
     def __init__(self, client_id: str, protocol: str, will: tuple[str, bytes, bool],
                  username: str | None, password: str | None,
                  tls: ssl.SSLContext | None, max_inflight: int,
-                 on_ack: Callable[[int, bool], None], on_lost: Callable[[], None]) -> None:
+                 on_ack: Callable[[int, bool], None], on_lost: Callable[[], None],
+                 on_error: ErrorHook | None = None, max_packet_size: int | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._on_error: ErrorHook = on_error or (lambda where, exc: None)
+        self._max_packet = max_packet_size
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
         self.protocol = protocol
         self._client = mqtt.Client(
@@ -256,19 +280,35 @@ class MqttConnection:
         paho_log.addHandler(self._errors)
         client.logger = paho_log
         self._host = ""
-        client.on_socket_open = self._socket_open
-        client.on_socket_close = self._socket_close
-        client.on_socket_register_write = self._register_write
-        client.on_socket_unregister_write = self._unregister_write
-        client.on_connect = self._connected
-        client.on_disconnect = self._disconnected
-        client.on_publish = self._published
+        client.on_socket_open = self._guarded(self._socket_open)
+        client.on_socket_close = self._guarded(self._socket_close)
+        client.on_socket_register_write = self._guarded(self._register_write)
+        client.on_socket_unregister_write = self._guarded(self._unregister_write)
+        client.on_connect = self._guarded(self._connected)
+        client.on_disconnect = self._guarded(self._disconnected)
+        client.on_publish = self._guarded(self._published)
         self._on_ack, self._on_lost = on_ack, on_lost
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
         self.is_connected = False
         self.receive_maximum = 65535
+
+    def _guarded(self, callback: Callable[..., object], fatal: bool = False) -> Callable[..., None]:
+        """`callback` that reports its exceptions instead of raising them into paho or the
+        loop; `fatal`: the connection's state is unknown after one, so it is dropped."""
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self._on_error(getattr(callback, "__name__", "callback"), exc)
+                if fatal:
+                    was = self.is_connected
+                    self.close()
+                    if was:
+                        self._on_lost()
+        guarded.__name__ = getattr(callback, "__name__", "callback")
+        return guarded
 
     # paho may call these from the executor thread running connect(); hop to the loop.
     def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -283,14 +323,14 @@ class MqttConnection:
 
     def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._sock = sock
-        self._in_loop(self._loop.add_reader, sock, client.loop_read)
+        self._in_loop(self._loop.add_reader, sock, self._guarded(client.loop_read, fatal=True))
 
     def _socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._loop.remove_reader, sock)
         self._in_loop(self._loop.remove_writer, sock)
 
     def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._loop.add_writer, sock, client.loop_write)
+        self._in_loop(self._loop.add_writer, sock, self._guarded(client.loop_write, fatal=True))
 
     def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._loop.remove_writer, sock)
@@ -335,6 +375,13 @@ class MqttConnection:
         kwargs: dict[str, Any] = {"keepalive": max(5, int(keepalive))}
         if self.protocol == "5":
             kwargs["clean_start"] = True
+            if self._max_packet is not None:
+                # The broker then never sends a larger packet: an oversized command is
+                # dropped there instead of being read into memory here (MQTT 3.1.1 has no
+                # such promise: there the size is checked after reading).
+                properties = Properties(PacketTypes.CONNECT)
+                properties.MaximumPacketSize = self._max_packet
+                kwargs["properties"] = properties
 
         self._host = host
 
@@ -375,13 +422,18 @@ class MqttConnection:
 
     async def subscribe(self, topic: str, qos: int,
                         on_message: Callable[[str, bytes, bool], None],
-                        timeout: float = 10.0) -> bool:
+                        timeout: float = 10.0, live_only: bool = False) -> bool:
         """Subscribe on this connection (a new one starts with none): messages matching
         `topic` go to on_message(topic, payload, retain), in the event loop, and are
         acknowledged when it returns. True when the broker granted the subscription;
-        ConnectionError or TimeoutError when no SUBACK came."""
+        ConnectionError or TimeoutError when no SUBACK came.
+
+        `live_only` (commands): on MQTT 5 the broker sends no retained message when the
+        subscription is made, and keeps the retain flag of live ones so they can be refused;
+        on 3.1.1 a retained message still comes, flagged, at subscription time."""
         def deliver(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             on_message(message.topic, bytes(message.payload), bool(message.retain))
+        deliver = self._guarded(deliver)
 
         suback: asyncio.Future[bool] = self._loop.create_future()
 
@@ -391,8 +443,13 @@ class MqttConnection:
                 suback.set_result(bool(reasons) and not any(r.is_failure for r in reasons))
 
         self._client.message_callback_add(topic, deliver)
-        self._client.on_subscribe = subscribed
-        rc, sent = self._client.subscribe(topic, qos=qos)
+        self._client.on_subscribe = self._guarded(subscribed)
+        if live_only and self.protocol == "5":
+            options = SubscribeOptions(qos=qos, retainAsPublished=True,
+                                       retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            rc, sent = self._client.subscribe(topic, options=options)
+        else:
+            rc, sent = self._client.subscribe(topic, qos=qos)
         if rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"subscribe failed: {mqtt.error_string(rc)}")
         async with asyncio.timeout(timeout):

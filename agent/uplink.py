@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,27 +16,6 @@ from agent.commands import CommandHub
 from agent.config.models import AgentIdentity, MqttConfig
 from agent.mqtt_connection import MqttConnection, MqttRefused, parse_url, tls_context
 from agent.state import StateCache
-
-
-def read_password(cfg: MqttConfig, config_root: Path) -> str | None:
-    """The broker password from its environment variable or file; raises ValueError if
-    configured but absent."""
-    if cfg.password_env:
-        value = os.environ.get(cfg.password_env)
-        if value is None:
-            raise ValueError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
-        return value
-    if cfg.password_file:
-        path = Path(cfg.password_file)
-        path = path if path.is_absolute() else config_root / path
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ValueError(f"mqtt.password_file: cannot read {path}: {exc}") from None
-        if not lines or not lines[0]:
-            raise ValueError(f"mqtt.password_file: {path} is empty (the password is its first line)")
-        return lines[0]
-    return None
 
 
 STATUS_EVERY = 30.0  # seconds between refreshes of the retained status (health summary)
@@ -100,7 +78,8 @@ class Uplink:
             conn = MqttConnection(
                 self._cfg.client_id or f"edge-agent-{self._identity.id}", self._protocol,
                 await self._will(), self._cfg.username, self._password,
-                self._tls, self._cfg.max_inflight + 16, self._on_ack, self._on_lost)
+                self._tls, self._cfg.max_inflight + 16, self._on_ack, self._on_lost,
+                self._on_callback_error, self._cfg.max_packet_size)
             try:
                 await conn.connect(host, port, self._cfg.keepalive)
             except MqttRefused as exc:
@@ -178,6 +157,13 @@ class Uplink:
 
     def _on_lost(self) -> None:
         self._wake.set()
+
+    def _on_callback_error(self, where: str, exc: BaseException) -> None:
+        # A bug or hostile input reached a client callback: the message is dropped (or, in
+        # paho's reading or writing, the connection); the agent goes on.
+        self._metrics.callback_errors.labels(where).inc()
+        self._log.error("MQTT callback failed: dropped", where=where,
+                        error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def _pump(self, conn: MqttConnection) -> None:
         """One connection: open the session, then publish committed batches oldest first
@@ -263,7 +249,7 @@ class Uplink:
 
         async def subscribe() -> None:
             try:
-                granted = await conn.subscribe(hub.subscription, 1, hub.submit)
+                granted = await conn.subscribe(hub.subscription, 1, hub.submit, live_only=True)
             except (ConnectionError, TimeoutError) as exc:
                 self._log.warning("cannot subscribe to write commands", topic=hub.subscription,
                                   error=str(exc) or type(exc).__name__)

@@ -192,6 +192,32 @@ def rows_of(report: Report) -> None:
                     "- (line limit about 80 polls/s)", "info" if m else "not run", sb))
 
 
+    fl = runs.get("inbound_flood")
+    if fl is not None:
+        out = fl.stdout
+        for agent in ("uns", "spb"):
+            skipped = number(out, rf"^{agent} agent skipped polls (\d+) in the flood")
+            quiet = number(out, rf"^{agent} agent skipped polls \d+ in the flood \((\d+) in")
+            m = re.search(rf"^{agent} agent RSS ([\d.]+) MB at the flood's start, ([\d.]+) MB "
+                          r"max", out, re.MULTILINE)
+            health = re.search(rf"^{agent} agent /healthz (.*)$", out, re.MULTILINE)
+            lag = number(out, rf"^{agent} agent event-loop lag p99 ([\d.]+) ms")
+            label = "uns + write-back" if agent == "uns" else "Sparkplug + DCMD"
+            add(Row(f"Inbound flood soak ({label}): polls skipped during the flood",
+                    fmt(skipped, ".0f"), "0 (no more than before it)",
+                    check(skipped, lambda v, q=quiet: v <= (q or 0)), fl,
+                    f"{fmt(quiet, '.0f')} in the quiet window before it"))
+            growth = float(m.group(2)) - float(m.group(1)) if m else None
+            add(Row(f"Inbound flood soak ({label}): RSS growth",
+                    f"{m.group(1)} -> {m.group(2)} MB max" if m else "n/a", "<= 10 MB",
+                    check(growth, lambda v: v <= 10), fl))
+            ok = bool(health) and set(re.findall(r"(\S+) x\d+", health.group(1))) == {"200"}
+            add(Row(f"Inbound flood soak ({label}): /healthz during the flood",
+                    health.group(1) if health else "n/a", "200 throughout",
+                    ("pass" if ok else "MISS") if health else "not run", fl,
+                    f"event-loop lag p99 {fmt(lag, '.1f', ' ms')}"))
+
+
 def machine() -> list[str]:
     model = "unknown"
     try:
@@ -297,6 +323,7 @@ def main() -> int:
         Run("modbus_decode", ["--signals", "1000", "--duration", f"{decode:g}"], decode + 60),
         Run("backlog_drain", ["--machines", "100", "--signals", "100", "--backlog", backlog],
             300),
+        Run("inbound_flood", ["--duration", f"{d or (20.0 if args.quick else 60.0):g}"], 400),
     ]
     if args.outage > 0:
         outage = Run("backlog_drain", ["--machines", "100", "--signals", "100", "--backlog", "0",

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from pydantic import BaseModel
 
+from drivers.file_checks import FileChecker, FileProblem
+
 Value = float | int | bool | str | None
 
 # Reasons a sample can be bad; drivers may add `device_exception:<code>` and the like.
@@ -89,6 +91,10 @@ SharedResource = Callable[[Any], tuple[str, Any, Any] | None]
 # [(location inside the machine file, message)], e.g. (("signals", 3, "mode"), "...").
 MachineCheck = Callable[[Any, Sequence[Any], Mapping[str, float]],
                         list[tuple[tuple[str | int, ...], str]]]
+# The files a connection names (certificates, keys, password files), for `edge-agent
+# validate`: (connection, checker) -> problems located inside the machine file. Optional, so
+# the agent checks any protocol's files without knowing its fields.
+FileCheck = Callable[[Any, FileChecker], list[FileProblem]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class DriverSpec:
     factory: DriverFactory
     check: MachineCheck | None = None
     shared_resource: SharedResource | None = None
+    check_files: FileCheck | None = None
 
 
 # -- writes to devices (off unless the agent's config allows them) -------------------------

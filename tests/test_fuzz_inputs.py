@@ -10,7 +10,9 @@ import functools
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +30,7 @@ from agent.config.models import AgentFile, signal_model
 from agent.sparkplug.codec import Metric, decode, encode
 from agent.sparkplug.datatypes import DataType
 from drivers.registry import DRIVERS
+from tests.harness import AgentProcess, Broker, free_port, press_machine, wait_for
 from tests.fuzzing import FUZZ
 from tests.harness import REPO
 
@@ -65,6 +68,10 @@ _VALUES = st.one_of(_JSON, st.sampled_from(["off", "auto", "manual", "AB", "", "
 _REQUEST_IDS = st.one_of(st.text(max_size=130), st.integers(-2**64, 2**64), _JSON)
 _SIGNAL_FIELDS = st.one_of(st.sampled_from(_SIGNALS), _JSON)
 _EXTRA_FIELDS = st.dictionaries(st.text(max_size=5), _JSON, max_size=2)
+# Mostly the time of sending (ns, ms, RFC 3339), else anything.
+_TIMESTAMPS = st.one_of(st.builds(time.time_ns), st.builds(lambda: int(time.time() * 1000)),
+                        st.builds(lambda: datetime.now(UTC).isoformat()),
+                        st.integers(-2**70, 2**70), st.floats(), st.text(max_size=40), _JSON)
 _ENCODINGS = st.sampled_from(["utf-8", "utf-8", "utf-16", "latin-1"])
 
 
@@ -82,6 +89,8 @@ def command_payloads(draw: st.DrawFn) -> bytes:
         body["signal"] = draw(_SIGNAL_FIELDS)
     if draw(st.integers(0, 5)):
         body["value"] = draw(_VALUES)
+    if draw(st.integers(0, 5)):
+        body["ts"] = draw(_TIMESTAMPS)
     body.update(draw(_EXTRA_FIELDS))
     text = json.dumps(body)  # NaN, Infinity written as JSON's extensions, as Python reads them
     if kind == 4:  # damaged on the way
@@ -138,8 +147,9 @@ def hubs() -> Iterator[dict[tuple[bool, bool], tuple[CommandHub, Any, _Recording
     out = {}
     for enabled in (False, True):
         for ignore in (False, True):
+            # The rate limit is not what this fuzzes: a bucket that never runs dry.
             cfg = AgentFile.model_validate({"agent": {"id": "gw", "site": "s1"}, "write": {
-                "enabled": enabled, "queue_size": 1,
+                "enabled": enabled, "queue_size": 1, "max_rate": 10_000, "burst": 100_000,
                 "unknown_machines": "ignore" if ignore else "reply"}})
             log = _RecordingLog()
             hub = CommandHub(cfg, None, log)
@@ -171,7 +181,8 @@ def test_command_hub_answers_once_or_ignores(
     ours = topic.startswith("factory/s1/") and topic.count("/") == 5 and topic.endswith("/cmd")
     if not ours:
         assert not replies and not queued
-    elif not ignore_unknown or not enabled or topic == "factory/s1/a1/l1/m1/cmd":
+    elif not ignore_unknown or topic == "factory/s1/a1/l1/m1/cmd":
+        # (Unknown machines are ignored before anything else, write disabled or not.)
         assert len(replies) + queued == 1
     for reply_topic, body in replies:
         assert reply_topic == topic + "/reply"
@@ -246,6 +257,86 @@ def test_sparkplug_decode_raises_only_value_error(data: bytes) -> None:
     assert timestamp is None or isinstance(timestamp, int)
     assert seq is None or isinstance(seq, int)
     assert all(isinstance(m, Metric) for m in metrics)
+
+
+class _SparkplugNode:
+    """An agent as a Sparkplug edge node with write-back on, a machine whose device is not
+    there (commands end not_connected), mosquitto, and a client that sends what it is given."""
+
+    GROUP, NODE = "g1", "gw-fuzz"
+
+    def __init__(self, root: Path) -> None:
+        self.broker = Broker(root / "mosquitto")
+        self.broker.start()
+        config = root / "config"
+        (config / "machines.d").mkdir(parents=True)
+        (config / "agent.yaml").write_text(
+            f"agent: {{id: {self.NODE}, site: s1}}\n"
+            f"mqtt: {{url: 'mqtt://127.0.0.1:{self.broker.port}', profile: sparkplug, "
+            f"sparkplug: {{group_id: {self.GROUP}}}, reconnect_min: 100ms}}\n"
+            "buffer: {path: buffer.db}\nmetrics: {listen: null}\n"
+            "logging: {level: info, format: json}\nwrite: {enabled: true}\n")
+        (config / "machines.d" / "m1.yaml").write_text(
+            press_machine("m1", free_port(), fast="1s")
+            + "signals:\n  - {name: die.clamp_closed, writable: true}\n")
+        self.agent = AgentProcess(config, root / "state", root / "agent.log")
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fuzzer")
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", self.broker.port)
+        self.client.loop_start()
+        base = f"spBv1.0/{self.GROUP}"
+        self.topics = [f"{base}/NCMD/{self.NODE}", f"{base}/DCMD/{self.NODE}/m1",
+                       f"{base}/DCMD/{self.NODE}/nope"]
+        wait_for(lambda: any(e.get("event") == "connected to broker" for e in self.agent.logs()),
+                 30, "the agent connecting")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+        if self.agent.proc.poll() is None:
+            self.agent.stop()
+        self.broker.stop()
+
+
+@pytest.fixture(scope="module")
+def sparkplug_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_SparkplugNode]:
+    node = _SparkplugNode(tmp_path_factory.mktemp("spb-fuzz"))
+    yield node
+    node.close()
+
+
+@FUZZ
+@given(sparkplug_bytes(), st.integers(0, 2), st.booleans())
+def test_sparkplug_commands_through_a_running_node(sparkplug_node: _SparkplugNode, data: bytes,
+                                                   topic: int, retain: bool) -> None:
+    """Every example goes through mosquitto into the running agent's command callback; the
+    last test of this file checks what the agent made of them all."""
+    node = sparkplug_node
+    node.client.publish(node.topics[topic], data, qos=0, retain=retain)
+
+
+def test_the_fuzzed_node_is_alive_and_still_takes_commands(sparkplug_node: _SparkplugNode) -> None:
+    node = sparkplug_node
+    for topic in node.topics:
+        node.client.publish(topic, b"", retain=True).wait_for_publish(10)
+    time.sleep(2)  # past the examples' rate limit burst
+    stamp = int(time.time() * 1000)
+    node.client.publish(node.topics[1], encode([Metric("die.clamp_closed", True,
+                                                       DataType.Boolean)], None, stamp),
+                        qos=1).wait_for_publish(10)
+
+    def last_command() -> bool:
+        return any(e.get("event") == "write command" and e.get("signal") == "die.clamp_closed"
+                   and e.get("reason") == "not_connected" and e.get("value") is True
+                   for e in node.agent.logs())
+    wait_for(last_command, 60, "the last command refused as not_connected")
+    assert node.agent.proc.poll() is None
+    problems = [e for e in node.agent.logs() if e.get("event") in (
+        "MQTT callback failed: dropped", "task failed, restarting",
+        "write command handling failed")]
+    assert problems == []
 
 
 # ======================================================================== 6. YAML config

@@ -628,7 +628,8 @@ def test_user_certificate_paths_are_relative_to_the_machine_file(tmp_path: Path)
 
 def test_home_relative_path_is_expanded(tmp_path: Path) -> None:
     model = load_one(write(tmp_path, machine(NODE, conn=(
-        "  auth: {username: edge, password_file: ~/opcua.txt}\n"))))
+        "  auth: {username: edge, password_file: ~/opcua.txt, allow_plaintext_password: true}\n"
+    ))))
     value = model.connection.auth.password_file
     assert Path(value).is_absolute() and value == str(Path("~/opcua.txt").expanduser())
 

@@ -397,8 +397,10 @@ async def test_username_password_from_env_and_file(tmp_path: Path) -> None:
     async with CncSimulator(port=port, users={"edge": "s3cret"}, allow_anonymous=False):
         os.environ["TEST_OPCUA_PASSWORD"] = "s3cret"
         try:
+            # The simulator offers policy None only: the password goes in clear, on loopback.
             driver = OpcUaDriver(connection(port, auth={"username": "edge",
-                                                        "password_env": "TEST_OPCUA_PASSWORD"}),
+                                                        "password_env": "TEST_OPCUA_PASSWORD",
+                                                        "allow_plaintext_password": True}),
                                  sigs, {"g": 1.0})
             await driver.connect()
             assert (await driver.read("g"))[0].quality == "good"
@@ -407,11 +409,13 @@ async def test_username_password_from_env_and_file(tmp_path: Path) -> None:
             del os.environ["TEST_OPCUA_PASSWORD"]
         (tmp_path / "pw").write_text("wrong\n")
         driver = OpcUaDriver(connection(port, auth={"username": "edge",
-                                                    "password_file": str(tmp_path / "pw")}),
+                                                    "password_file": str(tmp_path / "pw"),
+                                                    "allow_plaintext_password": True}),
                              sigs, {"g": 1.0})
         with pytest.raises(ConnectionError, match="Bad"):
             await driver.connect()
-        driver = OpcUaDriver(connection(port, auth={"username": "edge", "password_env": "UNSET_VAR_X"}),
+        driver = OpcUaDriver(connection(port, auth={"username": "edge", "password_env": "UNSET_VAR_X",
+                                                    "allow_plaintext_password": True}),
                              sigs, {"g": 1.0})
         with pytest.raises(ConnectionError, match="UNSET_VAR_X"):
             await driver.connect()

@@ -85,6 +85,18 @@ def test_unit_notifies_has_a_watchdog_and_keeps_serial_ports_reachable() -> None
     assert "IPAddressDeny" not in s
 
 
+def test_unit_limits_memory_and_shows_how_to_pass_a_credential() -> None:
+    s = unit_settings()
+    # About 80 MB RSS at 10k Modbus tags, 130 MB at 10k OPC UA items: throttled well above,
+    # killed (and restarted) above that.
+    assert s["MemoryHigh"] == ["384M"] and s["MemoryMax"] == ["512M"]
+    # The example stays commented: the credential's file exists only on a configured box.
+    assert "#LoadCredential=mqtt-password:/etc/edge-agent/mqtt-password" in (
+        SERVICE.read_text().splitlines())
+    readme = (REPO / "systemd" / "README.md").read_text()
+    assert "LoadCredential=" in readme and "systemctl show" in readme and "MemoryMax=" in readme
+
+
 # ---- a real agent -----------------------------------------------------------------------
 
 class NotifySocket:

@@ -245,7 +245,8 @@ class _Machine:
 
 def _hub(**write: Any) -> tuple[CommandHub, list[tuple[str, dict[str, Any]]]]:
     cfg = AgentFile.model_validate({"agent": {"id": "gw", "site": "s1"},
-                                    "write": {"enabled": True, "queue_size": 2, **write}})
+                                    "write": {"enabled": True, "queue_size": 2,
+                                              "burst": 1000, **write}})
     replies: list[tuple[str, dict[str, Any]]] = []
     hub = CommandHub(cfg, None, _NullLog())
 
@@ -261,6 +262,16 @@ class _NullLog:
         return lambda *args, **kwargs: None
 
 
+def _fresh(payload: bytes) -> bytes:
+    """A payload whose `"ts": 0` is now: commands older than write.max_age are refused."""
+    return payload.replace(b'"ts": 0', b'"ts": %d' % time.time_ns())
+
+
+def _good(request_id: str, **fields: Any) -> bytes:
+    return json.dumps({"request_id": request_id, "signal": "x.setpoint.speed", "value": 1,
+                       "ts": time.time_ns(), **fields}).encode()
+
+
 GARBAGE: list[tuple[bytes, str]] = [
     (b"", "bad_json"),
     (b"not json", "bad_json"),
@@ -272,25 +283,41 @@ GARBAGE: list[tuple[bytes, str]] = [
     (b"[1, 2, 3]", "bad_json"),
     (b'"a string"', "bad_json"),
     (b"null", "bad_json"),
-    (b'{"signal": "x.setpoint.speed", "value": 1}', "missing_field"),
-    (b'{"request_id": "g1", "value": 1}', "missing_field"),
-    (b'{"request_id": "g2", "signal": "x.setpoint.speed"}', "missing_field"),
-    (b'{"request_id": {"x": 1}, "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": true, "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": "' + b"r" * 200 + b'", "signal": "x.setpoint.speed", "value": 1}', "wrong_type"),
-    (b'{"request_id": "g3", "signal": ["x.setpoint.speed"], "value": 1}', "wrong_type"),
-    (b'{"request_id": "g4", "signal": "x.setpoint.speed", "value": {"deep": [1, {"x": null}]}}', "wrong_type"),
-    (b'{"request_id": "g5", "signal": "x.setpoint.speed", "value": NaN}', "out_of_range"),
-    (b'{"request_id": "g6", "signal": "x.setpoint.speed", "value": 1e999}', "out_of_range"),
-    (b'{"request_id": "g7", "signal": "x.setpoint.speed", "value": 1' + b"0" * 3000 + b"}", "out_of_range"),
-    (b'{"request_id": "g8", "signal": "x.setpoint.speed", "value": null}', "wrong_type"),
-    (b'{"request_id": 9, "signal": "no.such", "value": 1}', "unknown_signal"),
-    (b'{"request_id": 10, "signal": "press.stroke_rate", "value": 1}', "not_writable"),
+    (b'{"signal": "x.setpoint.speed", "value": 1, "ts": 0}', "missing_field"),
+    (b'{"request_id": "g1", "value": 1, "ts": 0}', "missing_field"),
+    (b'{"request_id": "g2", "signal": "x.setpoint.speed", "ts": 0}', "missing_field"),
+    (b'{"request_id": {"x": 1}, "signal": "x.setpoint.speed", "value": 1, "ts": 0}', "wrong_type"),
+    (b'{"request_id": true, "signal": "x.setpoint.speed", "value": 1, "ts": 0}', "wrong_type"),
+    (b'{"request_id": "' + b"r" * 200 + b'", "signal": "x.setpoint.speed", "value": 1, "ts": 0}',
+     "wrong_type"),
+    (b'{"request_id": "g3", "signal": ["x.setpoint.speed"], "value": 1, "ts": 0}', "wrong_type"),
+    (b'{"request_id": "g4", "signal": "x.setpoint.speed", "value": {"deep": [1, {"x": null}]}, '
+     b'"ts": 0}', "wrong_type"),
+    # NaN and Infinity are not JSON (Python's reader takes them): refused before anything.
+    (b'{"request_id": "g5", "signal": "x.setpoint.speed", "value": NaN, "ts": 0}', "bad_json"),
+    (b'{"request_id": "g6", "signal": "x.setpoint.speed", "value": 1e999, "ts": 0}', "out_of_range"),
+    (b'{"request_id": "g7", "signal": "x.setpoint.speed", "value": 1' + b"0" * 3000 + b', "ts": 0}',
+     "out_of_range"),
+    (b'{"request_id": "g8", "signal": "x.setpoint.speed", "value": null, "ts": 0}', "wrong_type"),
+    (b'{"request_id": 9, "signal": "no.such", "value": 1, "ts": 0}', "unknown_signal"),
+    (b'{"request_id": 10, "signal": "press.stroke_rate", "value": 1, "ts": 0}', "not_writable"),
+    (b'{"request_id": null, "signal": "x.setpoint.speed", "value": 1, "ts": 0}', "wrong_type"),
+    (b'{"request_id": "g11", "signal": "x.setpoint.speed", "value": 1}', "missing_field"),
+    (b'{"request_id": "g12", "signal": "x.setpoint.speed", "value": 1, "ts": "yesterday"}',
+     "wrong_type"),
+    (b'{"request_id": "g13", "signal": "x.setpoint.speed", "value": 1, "ts": 1000}', "wrong_type"),
+    (b'{"request_id": "g14", "signal": "x.setpoint.speed", "value": 1, '
+     b'"ts": "2020-01-01T00:00:00Z"}', "stale"),
+    (b'{"request_id": "g15", "signal": "x.setpoint.speed", "value": 1, "ts": 1600000000000}',
+     "stale"),
+    (b'{"request_id": "g16", "signal": "x.setpoint.speed", "value": 1, "ts": 4000000000000}',
+     "stale"),
+    (b'{"request_id": "g17", "signal": "x.setpoint.speed", "value": 1, "ts": 1e400}', "wrong_type"),
 ]
 
 
 async def test_hub_answers_every_bad_payload_once_and_queues_only_good_ones() -> None:
-    hub, replies = _hub()
+    hub, replies = _hub(unknown_machines="reply")
     model = SimpleNamespace(area="a1", line="l1")
     groups = {"fast": [_modbus(name="x.setpoint.speed", address="hr:1", scale=0.1, min=0, max=100),
                        MODBUS_SIGNAL.model_validate({"name": "press.stroke_rate",
@@ -298,31 +325,30 @@ async def test_hub_answers_every_bad_payload_once_and_queues_only_good_ones() ->
     inbox = hub.attach(_Machine("m1", model), groups)
     topic = "factory/s1/a1/l1/m1/cmd"
     for payload, _ in GARBAGE:
-        hub.submit(topic, payload)
+        hub.submit(topic, _fresh(payload))
     assert [r["reason"] for _, r in replies] == [reason for _, reason in GARBAGE]
     assert all(t == topic + "/reply" and not r["ok"] for t, r in replies)
     assert [r["request_id"] for _, r in replies][:17] == [None] * 11 + ["g1", "g2"] + [None] * 3 + ["g3"]
     replies.clear()
-    good = b'{"request_id": "a", "signal": "x.setpoint.speed", "value": 1}'
-    hub.submit("factory/s1/a1/l1/m2/cmd", good)  # no such machine
-    hub.submit("factory/s1/a1/l9/m1/cmd", good)  # m1 is not on line l9
-    hub.submit(topic, good, retain=True)  # would run again on every reconnect
-    for _ in range(3):
-        hub.submit(topic, good)  # two fit in the inbox
+    hub.submit("factory/s1/a1/l1/m2/cmd", _good("a"))  # no such machine
+    hub.submit("factory/s1/a1/l9/m1/cmd", _good("b"))  # m1 is not on line l9
+    hub.submit(topic, _good("c"), retain=True)  # would run again on every reconnect
+    for request_id in ("d", "e", "f"):
+        hub.submit(topic, _good(request_id))  # two fit in the inbox
+    hub.submit(topic, _good("d"))  # a replay: never executed twice
     assert [r["reason"] for _, r in replies] == ["unknown_machine", "unknown_machine",
-                                                 "retained", "busy"]
+                                                 "retained", "busy", "duplicate"]
     hub.detach(inbox)  # the runner stops: what waited is refused
-    assert [r["reason"] for _, r in replies[4:]] == ["not_connected", "not_connected"]
-    hub.submit(topic, good)
+    assert [r["reason"] for _, r in replies[5:]] == ["not_connected", "not_connected"]
+    hub.submit(topic, _good("g"))
     assert replies[-1][1]["reason"] == "unknown_machine"
 
 
 async def test_several_agents_on_one_site_ignore_each_others_machines() -> None:
-    hub, replies = _hub(unknown_machines="ignore")
+    hub, replies = _hub()  # the default: other agents' machines are not this one's business
     hub.attach(_Machine("m1", SimpleNamespace(area="a1", line="l1")),
                {"fast": [_modbus(name="x.setpoint.speed", address="hr:1")]})
-    good = b'{"request_id": "a", "signal": "x.setpoint.speed", "value": 1}'
-    hub.submit("factory/s1/a1/l1/m2/cmd", good)
+    hub.submit("factory/s1/a1/l1/m2/cmd", _good("a"))
     hub.submit("factory/s1/a1/l1/m2/cmd", b"garbage")
     hub.submit("factory/s1/a1/l1/m1/cmd", b"garbage")
     assert [(t, r["reason"]) for t, r in replies] == [("factory/s1/a1/l1/m1/cmd/reply", "bad_json")]
@@ -403,11 +429,10 @@ async def test_the_runner_bounds_a_write_and_survives_driver_bugs() -> None:
     topic = "factory/s1/a1/l1/m1/cmd"
     loop = asyncio.get_running_loop()
     for behaviour in ("hang", "bug", "down", "fine"):
-        hub.submit(topic, json.dumps({"request_id": behaviour, "signal": "x.setpoint.speed",
-                                      "value": 1}).encode())
+        hub.submit(topic, _good(behaviour))
         # A poll is due already: the one command waiting runs first, then serve returns.
         await inbox.serve(loop.time(), _FakeDriver(behaviour))  # type: ignore[arg-type]
-    hub.submit(topic, b'{"request_id": "no-write", "signal": "x.setpoint.speed", "value": 1}')
+    hub.submit(topic, _good("no-write"))
     await inbox.serve(loop.time(), SimpleNamespace(connected=True))  # type: ignore[arg-type]
     assert [(r["request_id"], r["reason"]) for _, r in replies] == [
         ("hang", "timeout"), ("bug", "device_error"), ("down", "not_connected"),
@@ -582,8 +607,11 @@ class Client:
             self._cond.notify_all()
 
     def publish(self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False) -> None:
+        """A command (a dict) is stamped with the time it is sent, as senders must."""
         if isinstance(payload, dict):
-            payload = json.dumps(payload)
+            payload = json.dumps({"ts": time.time_ns(), **payload})
+        elif isinstance(payload, bytes):
+            payload = _fresh(payload)
         self._client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
     def replies(self, topic: str) -> list[dict[str, Any]]:
@@ -663,11 +691,12 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     cnc = CncSimulator(port=free_port(), time_scale=5.0, alarm_every=0)
     sims.run(cnc.start())
     client = Client(broker.port)
-    # Published before the agent subscribes: the broker hands it over flagged retained.
+    # Published before the agent subscribes: on MQTT 5 the broker never hands it over.
     client.publish(PRESS, {"signal": "die.clamp_closed", "value": False,
                            "request_id": "retained-1"}, retain=True)
     agent = Agent(root / "on", agent_yaml("gw-w", broker.port,
-                                          "write: {enabled: true, timeout: 1s, queue_size: 2}\n"), {
+                                          "write: {enabled: true, timeout: 1s, queue_size: 2, "
+                                          "burst: 100, unknown_machines: reply}\n"), {
         "press-w": press_yaml("press-w", "line-7", servers[0].port, "1s", PRESS_SIGNALS),
         "press-slow": press_yaml("press-slow", "line-7", servers[1].port, "3s",
                                  '  - {name: x.setpoint.speed, address: "hr:56", writable: true}\n'),
@@ -794,8 +823,16 @@ def test_a_slow_device_times_out_and_a_full_queue_is_busy(rig: Rig) -> None:
 
 
 def test_a_retained_command_is_never_executed(rig: Rig) -> None:
-    reply = rig.client.wait(lambda: rig.client._find(PRESS, "retained-1"), "the retained reply")
+    c = rig.client
+    # Sent retained while the agent is subscribed: the retain flag is kept (MQTT 5 retain
+    # as published), so it is refused although the broker delivers it live.
+    c.publish(PRESS, {"signal": "die.clamp_closed", "value": False,
+                      "request_id": "retained-2"}, retain=True)
+    reply = c.wait(lambda: c._find(PRESS, "retained-2"), "the retained reply")
     assert (reply["ok"], reply["reason"]) == (False, "retained")
+    # The one retained before the agent subscribed never even reached it.
+    assert c.command(PRESS, "x.setpoint.speed", 11, "after-retained")["ok"]
+    assert c._find(PRESS, "retained-1") is None
     assert rig.press.coils[1] is True
     # Clearing it reaches live subscribers too, as an empty (not retained) message.
     done = len(rig.client.replies(PRESS))
@@ -831,7 +868,7 @@ def test_every_command_has_an_audit_line(rig: Rig) -> None:
     failed = next(e for e in lines if e.get("request_id") == "tool-1")
     assert (failed["result"], failed["reason"], failed["detail"], failed["level"]) == (
         "failed", "device_error", "BadUserAccessDenied", "warning")
-    refused = next(e for e in lines if e.get("request_id") == "retained-1")
+    refused = next(e for e in lines if e.get("request_id") == "retained-2")
     assert (refused["result"], refused["reason"]) == ("refused", "retained")
     replied = {m.get("request_id") for t, m in rig.client.messages if t.endswith("/reply")}
     assert replied - {None} <= {e.get("request_id") for e in lines}

@@ -18,12 +18,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent.config.derive import check_derive
+from agent.config import names as topic_names
 from agent.config.models import AgentFile, MachineBase, machine_model
 from agent.config.templates import Problem, TemplateLibrary
 from agent.config.yaml_source import (
     Location,
     SourceDocument,
     YamlDocument,
+    YamlLimitError,
     YamlSyntaxError,
     load_yaml,
 )
@@ -135,6 +137,8 @@ def load_config(root: Path, drivers: Mapping[str, DriverSpec]) -> LoadedConfig:
             seen[machine.id] = rel
             machines.append(machine)
         _check_shared(machines, root, errors)
+    if agent is not None and agent_doc is not None:
+        _check_topics(agent, agent_doc, machines, errors)
     if errors or agent is None:
         raise ConfigInvalid(errors)
     return LoadedConfig(root, agent, machines)
@@ -167,6 +171,26 @@ def _check_shared(machines: list[MachineConfig], root: Path, errors: list[Config
                                      field="connection.unit_id"))
 
 
+def _check_topics(agent: AgentFile, agent_doc: YamlDocument, machines: list[MachineConfig],
+                  errors: list[ConfigError]) -> None:
+    """Every topic the agent will publish or subscribe to is one the broker takes. The
+    per-name limits keep them far below MQTT's; this holds should those limits grow."""
+    for loc, topic in topic_names.agent_topics(agent):
+        problem = topic_names.topic_problem(topic)
+        if problem is not None:
+            errors.append(ConfigError(AGENT_FILE, agent_doc.line_of(loc), _field_path(loc),
+                                      f"{problem} (with mqtt.topic_prefix and agent.site, or "
+                                      "the Sparkplug ids)"))
+            break
+    for machine in machines:
+        for topic in topic_names.machine_topics(agent, machine.model):
+            problem = topic_names.topic_problem(topic)
+            if problem is not None:
+                errors.append(error_at(machine.locate(("id",)), f"{problem} (made of this "
+                                       "machine's area, line and id under agent.yaml's names)"))
+                break
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -189,6 +213,9 @@ def _read(path: Path, root: Path, errors: list[ConfigError]) -> YamlDocument | N
         return None
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(ConfigError(rel, None, "", f"cannot read: {exc}"))
+        return None
+    except YamlLimitError as exc:
+        errors.append(ConfigError(rel, exc.line, "", str(exc)))
         return None
     except YamlSyntaxError as exc:
         errors.append(ConfigError(rel, exc.line, "", f"invalid YAML: {exc}"))
@@ -353,7 +380,16 @@ def _message(err: Mapping[str, Any], known: set[str]) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "string_pattern_mismatch":
-        return f"{value!r} does not match the pattern {ctx.get('pattern')}"
+        return f"{_shown(value)} does not match the pattern {ctx.get('pattern')}"
+    if kind == "string_too_long" and isinstance(value, str):
+        return (f"{_shown(value)} is {len(value)} characters long; "
+                f"at most {ctx.get('max_length')}")
     msg = str(err["msg"])
     msg = msg[0].lower() + msg[1:] if msg else msg
-    return f"{value!r}: {msg}" if not isinstance(value, (dict, list)) else msg
+    return f"{_shown(value)}: {msg}" if not isinstance(value, (dict, list)) else msg
+
+
+def _shown(value: Any) -> str:
+    # A value echoed in full could be megabytes long (a 70,000-character id).
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-1]}"

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -24,6 +25,8 @@ from agent import units, vocabulary
 from agent.config.derive import DeriveConfig
 from drivers.base import DriverSpec
 from drivers.config_types import ByteSize, Duration
+from agent.config.names import MAX_NAME_CHARS, MAX_PREFIX_CHARS, topic_level_problem
+from drivers.secrets import CREDENTIAL_NAME
 
 # Names that end up in MQTT topics: no '/', '+', '#' or spaces.
 TOPIC_SAFE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -36,8 +39,9 @@ class _Strict(BaseModel):
 
 
 class AgentIdentity(_Strict):
-    id: str = Field(pattern=TOPIC_SAFE, description="agent id, unique per gateway")
-    site: str = Field(pattern=TOPIC_SAFE, description="ISA-95 site")
+    id: str = Field(pattern=TOPIC_SAFE, max_length=MAX_NAME_CHARS,
+                    description="agent id, unique per gateway")
+    site: str = Field(pattern=TOPIC_SAFE, max_length=MAX_NAME_CHARS, description="ISA-95 site")
 
 
 class TlsConfig(_Strict):
@@ -91,18 +95,54 @@ class SparkplugConfig(_Strict):
         "application says it is online (spBv1.0/STATE/<id>)")
     aliases: bool = Field(False, description="births carry name and alias, data the alias only")
 
+    @field_validator("group_id", "edge_node_id", "primary_host_id", mode="before")
+    @classmethod
+    def _topic_level(cls, value: Any) -> Any:
+        # Before the pattern, so the message names the offending character.
+        if isinstance(value, str) and (problem := topic_level_problem(value)):
+            raise ValueError(f"{problem} (a Sparkplug id is one level of its topics)")
+        return value
+    max_command_bytes: ByteSize = Field(
+        64 * 1024, ge=256, le=16 * 1024**2, description="largest NCMD/DCMD payload read; a "
+        "larger one is refused whole")
+    max_command_metrics: int = Field(64, ge=1, le=10_000, description="most metrics in one "
+                                     "NCMD/DCMD; a command with more is refused whole")
+    rebirth_interval: Duration = Field(
+        5.0, ge=0, le=3600, description="at most one rebirth per interval: requests within "
+        "it are folded into one rebirth at its end")
+    state_clock_skew: Duration = Field(
+        60.0, ge=0, le=86400, description="a primary host STATE stamped further ahead of this "
+        "gateway's clock is ignored (it would shut out every later STATE)")
+
+
+def _no_credentials(value: Any) -> Any:
+    """Refuse `mqtt://user:secret@host`: the client would ignore the credentials and the url
+    is logged; the message masks them."""
+    if isinstance(value, str) and "@" in value:
+        scheme = value.partition("://")[0] + "://" if "://" in value else ""
+        shown = f"{scheme}***@{value.rpartition('@')[2]}"
+        raise ValueError(f"{shown}: credentials in the url are not allowed (they would be "
+                         "logged in clear): use username with password_credential, "
+                         "password_file or password_env")
+    return value
+
+
+# The pattern first: then it is in the JSON schema, and the credentials check still runs
+# before it (a pattern error would print the url, secret included).
+BrokerUrl = Annotated[str, Field(pattern=MQTT_URL), BeforeValidator(_no_credentials)]
+
 
 class MqttConfig(_Strict):
-    url: str = Field(
-        "mqtt://127.0.0.1:1883", pattern=MQTT_URL,
-        description="mqtt://host:port or mqtts://host:port",
+    url: BrokerUrl = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port",
     )
-    more_urls: list[Annotated[str, Field(pattern=MQTT_URL)]] = Field(
+    more_urls: list[BrokerUrl] = Field(
         default_factory=list, description="other brokers, tried in turn after `url` when a "
         "connection fails; never two at once")
     sparkplug: SparkplugConfig | None = Field(None, description="with profile: sparkplug")
     client_id: str | None = Field(None, description="default: edge-agent-<agent id>")
-    topic_prefix: str = Field("factory", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    topic_prefix: str = Field("factory", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+                              max_length=MAX_PREFIX_CHARS)
     encoding: Literal["json", "msgpack"] = "json"
     profile: Literal["uns", "sparkplug"] = Field(
         "uns", description="uns: telemetry/state/event topics of the ISA-95 hierarchy; "
@@ -114,9 +154,15 @@ class MqttConfig(_Strict):
     username: str | None = None
     password_env: str | None = Field(None, description="environment variable with the password")
     password_file: str | None = Field(None, description="file whose first line is the password")
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME, description="systemd credential whose first line is the "
+        "password: the file $CREDENTIALS_DIRECTORY/NAME (LoadCredential=NAME:PATH in the unit)")
     password: Any = Field(None, description="not allowed: use password_env or password_file")
     tls: TlsConfig | None = None
     max_inflight: int = Field(64, ge=1, le=65535, description="unacknowledged QoS 1 messages")
+    max_packet_size: ByteSize = Field(
+        128 * 1024, ge=1024, le=268_435_455, description="largest packet the broker may send "
+        "this agent (MQTT 5 Maximum Packet Size; the broker drops larger messages)")
     reconnect_min: Duration = Field(0.5, gt=0)
     reconnect_max: Duration = Field(30.0, gt=0)
     state_interval: Duration = Field(
@@ -151,6 +197,13 @@ class MqttConfig(_Strict):
             raise ValueError("give password_env or password_file, not both")
         return value
 
+    @field_validator("password_credential")
+    @classmethod
+    def _credential_alone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and (info.data.get("password_env") or info.data.get("password_file")):
+            raise ValueError("give one of password_env, password_file or password_credential")
+        return value
+
     @model_validator(mode="after")
     def _sparkplug_block(self) -> MqttConfig:
         if self.profile == "sparkplug" and self.sparkplug is None:
@@ -161,8 +214,10 @@ class MqttConfig(_Strict):
 
     @model_validator(mode="after")
     def _password_needs_username(self) -> MqttConfig:
-        if (self.password_env or self.password_file) and not self.username:
-            raise ValueError("a password (password_env or password_file) needs a username")
+        if not self.username and (self.password_env or self.password_file
+                                  or self.password_credential):
+            raise ValueError("a password (password_env, password_file or password_credential) "
+                             "needs a username")
         return self
 
 
@@ -208,9 +263,17 @@ class WriteConfig(_Strict):
     queue_size: int = Field(8, ge=1, le=1000, description="commands waiting per machine; "
                             "more are refused as busy")
     unknown_machines: Literal["reply", "ignore"] = Field(
-        "reply", description="commands for a machine this agent does not run: reply "
-        "unknown_machine, or ignore them (when several agents share a site, each would "
-        "otherwise answer for the others' machines)")
+        "ignore", description="commands for a machine this agent does not run: ignore them "
+        "(logged once a burst), or reply unknown_machine (only where one agent runs the whole "
+        "site: otherwise each would answer for the others' machines)")
+    max_age: Duration = Field(10.0, gt=0, le=3600, description="commands carry the time they "
+                              "were sent (ts); older ones, or ones from further ahead, are "
+                              "refused as stale, so a retained or replayed command never runs")
+    max_rate: float = Field(10.0, gt=0, le=10_000, description="commands a second per machine "
+                            "(token bucket); beyond it and its burst they are dropped unanswered "
+                            "and counted as rate_limited")
+    burst: int = Field(20, ge=1, le=100_000, description="commands a machine may get at once "
+                       "before max_rate applies")
 
 
 class AgentFile(_Strict):
@@ -345,10 +408,10 @@ class CommonSignal(_Strict):
 
 
 class MachineBase(_Strict):
-    id: str = Field(pattern=TOPIC_SAFE)
+    id: str = Field(pattern=TOPIC_SAFE, max_length=MAX_NAME_CHARS)
     family: Literal["cnc", "press", "forging", "injection", "other"]
-    area: str = Field(pattern=TOPIC_SAFE, description="ISA-95 area")
-    line: str = Field(pattern=TOPIC_SAFE, description="ISA-95 line")
+    area: str = Field(pattern=TOPIC_SAFE, max_length=MAX_NAME_CHARS, description="ISA-95 area")
+    line: str = Field(pattern=TOPIC_SAFE, max_length=MAX_NAME_CHARS, description="ISA-95 line")
     description: str | None = None
     enabled: bool = True
     poll: dict[str, Annotated[Duration, Field(ge=0.001)]] = Field(

@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import agent
-from agent.config.yaml_source import Location, YamlDocument, YamlSyntaxError, load_yaml
+from agent.config.yaml_source import (
+    Location,
+    YamlDocument,
+    YamlLimitError,
+    YamlSyntaxError,
+    load_yaml,
+)
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MAX_DEPTH = 8
@@ -283,6 +289,8 @@ def _load_template(path: Path, shown: str) -> YamlDocument | tuple[int | None, s
         return None, "file not found"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"cannot read: {exc}"
+    except YamlLimitError as exc:
+        return exc.line, str(exc)
     except YamlSyntaxError as exc:
         return exc.line, f"invalid YAML: {exc}"
     if not isinstance(doc.data, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,20 @@ from typing import Any, Protocol
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+# Largest config file read. A machine with 10,000 OPC UA tags (bench/opcua_subscribe.py) is
+# about 0.8 MB; a 1 MiB file takes ~3 s and ~70 MB to load, so a reload of anything larger
+# would stall the gateway, and nothing larger is a hand-written config.
+MAX_FILE_BYTES = 1024 * 1024
+# Most values aliases may add to a file when expanded. Aliases share one parsed object, but
+# everything after the parser (plain copies, templates, validation, line look-ups) walks
+# the expanded tree: nine lines of ten aliases each ("billion laughs") expand to 10^9 values.
+# Reusing a mapping a few hundred times adds a few thousand.
+MAX_ALIAS_NODES = 100_000
 
 
 class YamlSyntaxError(ValueError):
@@ -19,6 +33,47 @@ class YamlSyntaxError(ValueError):
     def __init__(self, message: str, line: int | None) -> None:
         super().__init__(message)
         self.line = line
+
+
+class YamlLimitError(YamlSyntaxError):
+    """The file is too large, or its aliases expand too far, to be read safely."""
+
+
+class _BoundedComposer(Composer):  # type: ignore[misc]
+    """ruamel's composer, counting the nodes each alias stands for (its anchor expanded), so
+    an alias bomb is refused before anything walks it; an alias inside its own anchor (a
+    recursive structure) is refused too, since it cannot be expanded at all."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._sizes: dict[int, int] = {}  # id(node) -> values in it, aliases expanded
+        self._expanded = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else ruamel reports the undefined alias
+                line = event.start_mark.line + 1
+                size = self._sizes.get(id(target))
+                if size is None:  # the anchor's node is still open: the alias is inside it
+                    raise YamlLimitError(f"alias *{event.anchor} is inside its own anchor "
+                                         "(a recursive structure cannot be a config)", line)
+                self._expanded += size
+                if self._expanded > MAX_ALIAS_NODES:
+                    raise YamlLimitError(
+                        f"alias *{event.anchor} makes the aliases of this file expand to more "
+                        f"than {MAX_ALIAS_NODES} values, the most allowed", line)
+            return super().compose_node(parent, index)
+        node = super().compose_node(parent, index)
+        if isinstance(node, MappingNode):
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)]
+                                            for k, v in node.value)
+        elif isinstance(node, SequenceNode):
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(v)] for v in node.value)
+        else:
+            self._sizes[id(node)] = 1
+        return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +161,25 @@ def _plain(node: Any) -> Any:
 
 def load_yaml(path: Path, name: str | None = None) -> YamlDocument:
     """Parse one YAML file, shown in errors as `name` (default: the path); raises
-    YamlSyntaxError (with line), OSError or UnicodeDecodeError."""
-    raw = path.read_bytes()
+    YamlSyntaxError (with line; YamlLimitError for a file too large or an alias bomb),
+    OSError or UnicodeDecodeError."""
+    with path.open("rb") as file:
+        # Read no more than the limit: the file may be huge, or endless (/dev/zero).
+        raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            size = os.fstat(file.fileno()).st_size
+            shown = size if size > MAX_FILE_BYTES else f"more than {MAX_FILE_BYTES}"
+            raise YamlLimitError(f"the file is {shown} bytes; a config file may have at most "
+                                 f"{MAX_FILE_BYTES} bytes ({MAX_FILE_BYTES / 1024**2:g} MiB)",
+                                 None)
     # Decoded from the bytes that are hashed, so the digest is of exactly what was parsed.
     text = raw.decode("utf-8")
     yaml = YAML(typ="rt")
+    yaml.Composer = _BoundedComposer
     try:
         tree = yaml.load(text)
+    except YamlLimitError:
+        raise
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

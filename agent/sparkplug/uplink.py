@@ -11,11 +11,13 @@ its DDEATH and its DBIRTH, so the lifecycle stays in order with the data replaye
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from agent.admission import age_problem
 from agent.buffer import Buffer, Row
 from agent.config.derive import AVAILABILITY
 from agent.config.models import AgentIdentity, MqttConfig
@@ -34,6 +36,7 @@ from agent.uplink import Uplink
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
 LIFECYCLE_CHECK = 0.5  # seconds between looks at the host's state when idle
+MAX_STATE_BYTES = 1024  # a STATE is {"online": ..., "timestamp": ...}
 
 
 def now_ms() -> int:
@@ -58,6 +61,7 @@ class SparkplugUplink(Uplink):
         super().__init__(cfg, identity, buffer, state, metrics, log, password, config_root)
         sp = cfg.sparkplug
         assert sp is not None  # validated: profile sparkplug has its block
+        self._sp = sp
         self.topics = Topics(sp.group_id, sp.edge_node_id or identity.id)
         self._aliases = sp.aliases
         self._primary = sp.primary_host_id
@@ -68,10 +72,10 @@ class SparkplugUplink(Uplink):
         self._devices = devices  # machine id -> its write-command topic
         self._born: set[str] = set()
         self._boundary = 0  # rows up to this id were committed before the births
-        self._rebirth = False
+        self._rebirth = False  # requested, waiting for rebirth_interval since the last birth
+        self._born_at = -float("inf")  # loop time of the last NBIRTH
         self._host_ts = -1  # timestamp of the last STATE of the primary host
         self._host_online = False
-        self._commands = 0
 
     async def _will(self) -> tuple[str, bytes, bool]:
         # A new bdSeq per connection: the host matches the NDEATH to the NBIRTH by it.
@@ -109,12 +113,12 @@ class SparkplugUplink(Uplink):
         if not self._host_online:
             await self._leave(conn)
             return False
-        if self._rebirth:
+        if self._rebirth and (asyncio.get_running_loop().time() - self._born_at
+                              >= self._sp.rebirth_interval):
             try:
                 self._birth(conn)
             except ConnectionError:
                 return False  # lost meanwhile: the next connection is born anew
-        self._drop_replies()
         return True
 
     async def _idle(self) -> None:
@@ -146,12 +150,15 @@ class SparkplugUplink(Uplink):
         await conn.disconnect(with_will=True)
 
     async def _subscribe(self, conn: MqttConnection) -> None:
-        topics = [(self.topics.ncmd, self._on_command), (self.topics.dcmd_all, self._on_command)]
+        # Commands live only (MQTT 5: no retained ones at subscription, the retain flag of
+        # live ones kept so they are refused); the host's STATE is retained on purpose.
+        topics = [(self.topics.ncmd, self._on_command, True),
+                  (self.topics.dcmd_all, self._on_command, True)]
         if self._primary is not None:
-            topics.append((state_topic(self._primary), self._on_state))
-        for topic, handler in topics:
+            topics.append((state_topic(self._primary), self._on_state, False))
+        for topic, handler, live_only in topics:
             try:
-                granted = await conn.subscribe(topic, 1, handler)
+                granted = await conn.subscribe(topic, 1, handler, live_only=live_only)
             except (ConnectionError, TimeoutError) as exc:
                 self._log.warning("cannot subscribe", topic=topic, error=str(exc) or type(exc).__name__)
                 continue
@@ -163,6 +170,7 @@ class SparkplugUplink(Uplink):
     def _birth(self, conn: MqttConnection) -> None:
         """NBIRTH with seq 0, then a DBIRTH per machine that is not known to be down."""
         self._rebirth = False
+        self._born_at = asyncio.get_running_loop().time()
         self._seq = 0
         ts = now_ms()
         node = [Metric(BDSEQ, self.bd, DataType.Int64, ts),
@@ -235,49 +243,88 @@ class SparkplugUplink(Uplink):
     # -- commands -----------------------------------------------------------------------
 
     def _on_command(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        try:
-            _, _, metrics = decode_payload(payload)
-        except ValueError as exc:
-            self._log.warning("undecodable Sparkplug command: ignored", topic=topic, error=str(exc))
+        """NCMD (rebirth) and DCMD (writes, through the same hub, checks and audit as every
+        write). Anything else is refused whole, counted and logged once a burst."""
+        kind = "NCMD" if topic == self.topics.ncmd else "DCMD"
+        limit = self._sp.max_command_bytes
+        if len(payload) > limit:
+            self._refuse(kind, "payload_too_large", f"{len(payload)} bytes; at most {limit} "
+                         "(mqtt.sparkplug.max_command_bytes)")
             return
-        if topic == self.topics.ncmd:
-            for m in metrics:
-                if m.name == REBIRTH and m.value is True:
-                    self._log.info("rebirth requested")
-                    self._rebirth = True
-                    self._wake.set()
+        try:
+            stamp, _, metrics = decode_payload(payload)
+        except ValueError as exc:
+            self._refuse(kind, "bad_payload", str(exc)[:200])
+            return
+        if len(metrics) > self._sp.max_command_metrics:
+            self._refuse(kind, "too_many_metrics", f"{len(metrics)} metrics; at most "
+                         f"{self._sp.max_command_metrics} (mqtt.sparkplug.max_command_metrics)")
+            return
+        if kind == "NCMD":
+            if any(m.name == REBIRTH and m.value is True for m in metrics):
+                self._rebirth_requested(stamp, retain)
             return
         device = self.topics.device_of(topic)
-        cmd_topic = self._devices().get(device or "")
-        hub = self.commands
-        if cmd_topic is None or hub is None:
-            self._log.warning("DCMD for an unknown device: ignored", topic=topic)
+        if device is None or device not in self._devices():
+            self._refuse(kind, "unknown_device", "no such device on this edge node")
             return
-        for m in metrics:
-            name = m.name if m.name is not None else self._catalog.name_of(device, m.alias)
-            if name is None:
-                self._log.warning("DCMD metric without a known name or alias", topic=topic)
-                continue
-            # The same allow-list, checks and audit as every write; the new value then
-            # shows in the DDATA of the next poll.
-            self._commands += 1
-            command = {"request_id": f"spb-{self._commands}", "signal": name, "value": m.value}
-            hub.submit(cmd_topic, json.dumps(command).encode())
-
-    def _drop_replies(self) -> None:
-        # Sparkplug has no reply topic: the new value in DDATA is the answer.
         hub = self.commands
-        while hub is not None and hub.take_reply() is not None:
-            pass
+        if hub is None:
+            return
+        catalog = self._catalog
+        values = [(m.name if m.name is not None
+                   else catalog.name_of(device, m.alias) or f"<alias {m.alias}>", m.value)
+                  for m in metrics]
+        # A DCMD has no request id: its bytes are its identity, so a replay is a duplicate.
+        request_id = "spb-" + hashlib.blake2b(payload, digest_size=8).hexdigest()
+        hub.submit_values(device, request_id, values,
+                          None if stamp is None else stamp * 1_000_000, retain)
+
+    def _rebirth_requested(self, stamp: int | None, retain: bool) -> None:
+        max_age = self.commands.max_age if self.commands is not None else 10.0
+        problem = ("retained: a rebirth request must not run on every reconnect" if retain
+                   else "no payload timestamp" if stamp is None
+                   else age_problem(stamp * 1_000_000, max_age))
+        if problem is not None:
+            self._refuse("NCMD", "stale", problem)
+            return
+        if self._rebirth or (asyncio.get_running_loop().time() - self._born_at
+                             < self._sp.rebirth_interval):
+            # Folded into the one pending: a host that asks again and again gets one rebirth
+            # per interval, and the last request is never left unanswered.
+            self._metrics.inbound_refused.labels("rebirth_throttled").inc()
+            self._log.warning("rebirth requests folded: at most one rebirth per "
+                              "mqtt.sparkplug.rebirth_interval",
+                              interval_s=self._sp.rebirth_interval)
+        else:
+            self._log.info("rebirth requested")
+        self._rebirth = True
+        self._wake.set()
+
+    def _refuse(self, kind: str, reason: str, detail: str) -> None:
+        self._metrics.inbound_refused.labels(reason).inc()
+        self._log.warning(f"Sparkplug {kind} refused", reason=reason, detail=detail)
 
     def _on_state(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
+            if len(payload) > MAX_STATE_BYTES:
+                raise ValueError
             state = json.loads(payload)
             online, stamp = state["online"], state["timestamp"]
             if not isinstance(online, bool) or not isinstance(stamp, int):
                 raise ValueError
         except (ValueError, KeyError, TypeError, RecursionError):
+            self._metrics.inbound_refused.labels("bad_state").inc()
             self._log.warning("malformed STATE of the primary host: ignored", topic=topic)
+            return
+        ahead = stamp - now_ms()
+        if ahead > self._sp.state_clock_skew * 1000:
+            # Sparkplug orders STATEs by timestamp: one from far ahead would make every
+            # true STATE after it look old, and the node could never come back online.
+            self._metrics.inbound_refused.labels("state_from_future").inc()
+            self._log.warning("STATE of the primary host stamped in the future: ignored",
+                              ahead_s=round(ahead / 1000, 1),
+                              tolerance_s=self._sp.state_clock_skew)
             return
         if stamp < self._host_ts:
             return  # an older announcement than one already seen

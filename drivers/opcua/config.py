@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from drivers.base import WriteSpec
 from drivers.config_types import Duration, FilePath
 from drivers.opcua.addressing import is_node_id, parse_browse_path, parse_node_id
+from drivers.secrets import CREDENTIAL_NAME, PasswordSource
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Mode = Literal["read", "subscribe", "event"]
@@ -63,23 +64,37 @@ class AuthConfig(_Strict):
     username: str | None = Field(None, min_length=1)
     password_env: str | None = Field(None, min_length=1, description="environment variable with the password")
     password_file: FilePath | None = Field(None, description="file whose first line is the password")
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME, description="systemd credential whose first line is the "
+        "password: the file $CREDENTIALS_DIRECTORY/NAME (LoadCredential=NAME:PATH in the unit)")
     password: Any = Field(None, description="not allowed: use password_env or password_file")
     certificate: FilePath | None = Field(None, description="user certificate for certificate identity")
     private_key: FilePath | None = None
+    allow_plaintext_password: bool = Field(
+        False, description="accept a password with security policy None, where it crosses the "
+        "network unencrypted for anyone on the path to read (an isolated test cell only)")
 
     @model_validator(mode="after")
     def _one_identity(self) -> AuthConfig:
         if self.password is not None:
             raise ValueError("an inline password is not allowed: use password_env or password_file")
-        if self.username is None and (self.password_env or self.password_file):
+        if self.username is None and (self.password_env or self.password_file
+                                      or self.password_credential):
             raise ValueError("a password needs a username")
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
+        if self.password_credential and (self.password_env or self.password_file):
+            raise ValueError("give one of password_env, password_file or password_credential")
         if (self.certificate is None) != (self.private_key is None):
             raise ValueError("certificate identity needs both certificate and private_key")
         if self.certificate is not None and self.username is not None:
             raise ValueError("give a username or a certificate identity, not both")
         return self
+
+    def password_source(self) -> PasswordSource:
+        # The loader has made password_file absolute (relative to the machine file).
+        return PasswordSource(("connection", "auth"), self.password_env, self.password_file,
+                              self.password_credential)
 
 
 class WhereTerm(_Strict):
@@ -165,6 +180,21 @@ class OpcUaConnection(_Strict):
         if port.isdigit() and not 1 <= int(port) <= 65535:
             raise ValueError(f"port {port} is not 1..65535")
         return value
+
+    @field_validator("auth")
+    @classmethod
+    def _no_password_in_clear(cls, auth: AuthConfig, info: ValidationInfo) -> AuthConfig:
+        security = info.data.get("security")
+        if security is None or security.policy != "None" or auth.allow_plaintext_password:
+            return auth  # an invalid security block is reported on its own
+        source = next((name for name in ("password_env", "password_file", "password_credential")
+                       if getattr(auth, name)), None)
+        if source is not None:
+            raise ValueError(
+                f"a password ({source}) with security policy None would cross the network in "
+                "clear, readable by anyone on the path: give connection.security a policy "
+                "(e.g. Basic256Sha256), or set allow_plaintext_password: true to accept that")
+        return auth
 
     @field_validator("namespaces")
     @classmethod

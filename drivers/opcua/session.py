@@ -8,7 +8,6 @@ auto-reconnect stays off: the driver owns reconnection and rebuilds its subscrip
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from drivers.opcua.security import (
     UntrustedServer,
     certificate_uri,
 )
+from drivers.secrets import SecretError
 
 MAX_NODES_PER_READ = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
 MAX_NODES_PER_TRANSLATE = ua.NodeId(
@@ -32,21 +32,12 @@ NAMESPACE_ARRAY = ua.NodeId(ua.ObjectIds.Server_NamespaceArray)
 
 
 def read_password(conn: OpcUaConnection) -> str | None:
-    """The configured password from its environment variable or file (ConnectionError if
-    neither can be read: the session cannot be opened without it)."""
-    auth = conn.auth
-    if auth.password_env:
-        value = os.environ.get(auth.password_env)
-        if value is None:
-            raise ConnectionError(f"environment variable {auth.password_env} (auth.password_env) is not set")
-        return value
-    if auth.password_file:
-        try:
-            return Path(auth.password_file).read_text().splitlines()[0] if \
-                Path(auth.password_file).stat().st_size else ""
-        except (OSError, IndexError) as exc:
-            raise ConnectionError(f"cannot read auth.password_file: {exc}") from exc
-    return None
+    """The configured password (drivers/secrets.py); ConnectionError if it cannot be had,
+    since the session cannot be opened without it. Blocking: call it in a thread."""
+    try:
+        return conn.auth.password_source().read()
+    except SecretError as exc:
+        raise ConnectionError(str(exc)) from None
 
 
 class Session:

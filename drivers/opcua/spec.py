@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from drivers.base import Driver, DriverSpec
+from drivers.file_checks import FileChecker, FileProblem
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields, check_machine
 
 
@@ -15,4 +16,10 @@ def _build(conn: OpcUaConnection, groups: Mapping[str, Sequence[OpcUaSignalField
     return OpcUaDriver(conn, groups, intervals)
 
 
-OPCUA = DriverSpec("opcua", OpcUaConnection, OpcUaSignalFields, _build, check_machine)
+def _check_files(conn: OpcUaConnection, files: FileChecker) -> list[FileProblem]:
+    from drivers.opcua.files import check_files
+    return check_files(conn, files)
+
+
+OPCUA = DriverSpec("opcua", OpcUaConnection, OpcUaSignalFields, _build, check_machine,
+                   check_files=_check_files)

@@ -1,27 +1,67 @@
-"""Wires the data flow of DESIGN.md: machines -> normalize -> buffer -> uplink."""
+"""The one place that wires the stages of docs/architecture.md: machine runners
+(agent/acquire) -> one fan-out -> the buffer (agent/buffer), the twin state and write-back
+(agent/writeback) -> the uplink of the configured profile (agent/publish); runtime services
+(health, metrics, systemd) around them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.buffer import Buffer, buffer_path
-from agent.commands import CommandHub
+from agent.acquire.derive.store import CounterStore
+from agent.acquire.output import CommandInbox
+from agent.acquire.runner import MachineRunner
+from agent.buffer.store import Buffer, buffer_path
 from agent.config.files import mqtt_password
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
-from agent.derive.store import CounterStore
-from agent.encoding import PayloadCodec
-from agent.health import Health
-from agent.http_server import listen_is_loopback
-from agent.logs import get_logger
-from agent.machine import MachineRunner, topic_base
-from agent.metrics import Metrics
-from agent.sd_notify import ServiceNotify
-from agent.state import StateCache
-from agent.supervise import supervise
-from agent.uplink import Uplink
+from agent.config.models import AgentFile
+from agent.core.encoding import PayloadCodec
+from agent.core.model import Batch, Reading, event_stream
+from agent.core.supervise import supervise
+from agent.core.topics import topic_base
+from agent.publish.state import StateCache
+from agent.publish.uplink import Uplink
+from agent.runtime.health import Health
+from agent.runtime.http_server import listen_is_loopback
+from agent.runtime.logs import get_logger
+from agent.runtime.metrics import Metrics
+from agent.runtime.sd_notify import ServiceNotify
+from agent.writeback.commands import CommandHub
 from drivers.registry import DRIVERS
+
+
+class FanOut:
+    """Where every runner's results go (agent/acquire/output.py MachineOutput): encoded once
+    into a batch for the buffer, and into the twin state; write-back's inbox for a runner."""
+
+    def __init__(self, cfg: AgentFile, buffer: Buffer, codec: PayloadCodec, state: StateCache,
+                 commands: CommandHub) -> None:
+        self._prefix, self._site = cfg.mqtt.topic_prefix, cfg.agent.site
+        self._append, self._codec, self._state, self._commands = (
+            buffer.append, codec, state, commands)
+        self._topics: dict[str, tuple[str, str]] = {}  # machine -> (telemetry, event) topic
+
+    def started(self, machine: MachineConfig, signals: Sequence[tuple[str, str | None]],
+                groups: Mapping[str, Sequence[Any]]) -> CommandInbox | None:
+        base = topic_base(self._prefix, self._site, machine.model)
+        self._topics[machine.id] = (base + "/telemetry", base + "/event")
+        self._state.register(machine.id, base + "/state", signals)
+        hub = self._commands
+        return hub.attach(machine, groups) if hub.enabled else None
+
+    def readings(self, machine: str, readings: list[Reading], sampled_ns: int) -> None:
+        self._append(Batch(machine, self._topics[machine][0], self._codec.readings(readings),
+                           len(readings), sampled_ns))
+        self._state.update(machine, readings)
+
+    def events(self, machine: str, records: list[dict[str, Any]], sampled_ns: int,
+               cycle: dict[str, Any] | None) -> None:
+        self._append(Batch(machine, self._topics[machine][1], self._codec.events(records),
+                           len(records), sampled_ns, event_stream(machine), "events"))
+        if cycle is not None:
+            self._state.cycle(machine, cycle)
 
 
 class Agent:
@@ -50,7 +90,7 @@ class Agent:
         # Connections machines share (a serial bus with several units), by the drivers' keys.
         self.shared: dict[str, Any] = {}
         self.metrics.watch_buses(self.shared)
-        self._codec = codec
+        self.output = FanOut(cfg, self.buffer, codec, self.state, self.commands)
         self.machines = [self._runner(m) for m in config.machines if m.model.enabled]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reload = asyncio.Event()
@@ -62,25 +102,16 @@ class Agent:
         cfg = self.config.agent
         log = get_logger(component="uplink")
         if cfg.mqtt.profile == "sparkplug":
-            from agent.sparkplug.uplink import SparkplugUplink
+            from agent.publish.sparkplug.uplink import SparkplugUplink
             return SparkplugUplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
                                    log, self.password, self.config.root, state_dir,
-                                   self._command_topics)
+                                   lambda: [r.id for r in self.machines])
         return Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics, log,
                       self.password, self.config.root)
 
-    def _command_topics(self) -> dict[str, str]:
-        """Each running machine's write-command topic, by machine id."""
-        cfg = self.config.agent
-        return {r.id: topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, r.machine.model) + "/cmd"
-                for r in self.machines}
-
     def _runner(self, machine: MachineConfig) -> MachineRunner:
-        cfg = self.config.agent
-        return MachineRunner(machine, topic_base(cfg.mqtt.topic_prefix, cfg.agent.site, machine.model),
-                             self.buffer.append, self._codec, self.state, self.metrics,
-                             get_logger(machine=machine.id), self.shared, commands=self.commands,
-                             counters=self.counters)
+        return MachineRunner(machine, self.output, self.metrics, get_logger(machine=machine.id),
+                             self.shared, counters=self.counters)
 
     def _start(self, runner: MachineRunner) -> None:
         self._tasks[runner.id] = asyncio.create_task(

@@ -37,7 +37,7 @@ from _common import (  # noqa: E402
 )
 from modbus_pipeline import machine_file  # noqa: E402
 
-from agent.local_processes import free_port, terminate, wait_port  # noqa: E402
+from agent.cli.processes import free_port, terminate, wait_port  # noqa: E402
 
 
 def backlog(db: Path) -> tuple[int, int]:

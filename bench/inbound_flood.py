@@ -33,9 +33,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.local_processes import free_port  # noqa: E402
-from agent.sparkplug.codec import Metric, encode  # noqa: E402
-from agent.sparkplug.datatypes import DataType  # noqa: E402
+from agent.cli.processes import free_port  # noqa: E402
+from agent.publish.sparkplug.codec import Metric, encode  # noqa: E402
+from agent.publish.sparkplug.datatypes import DataType  # noqa: E402
 from bench._common import REPO, histogram_quantile, metric_sum, rss_mb, scrape  # noqa: E402
 
 SITE, GROUP = "bench", "plant-1"

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.config.loader import load_config  # noqa: E402
-from agent.normalize import GroupNormalizer  # noqa: E402
+from agent.acquire.normalize import GroupNormalizer  # noqa: E402
 from drivers.base import RawSample  # noqa: E402
 from drivers.modbus.driver import GroupPlan  # noqa: E402
 from drivers.registry import DRIVERS  # noqa: E402

@@ -37,8 +37,8 @@ from _common import (  # noqa: E402
     write_config,
 )
 
-from agent.encoding import decode  # noqa: E402
-from agent.local_processes import free_port, terminate  # noqa: E402
+from agent.core.encoding import decode  # noqa: E402
+from agent.cli.processes import free_port, terminate  # noqa: E402
 from drivers.config_types import parse_duration  # noqa: E402
 
 # Registers of the press simulator's map that hold plain 16-bit values (hr:0..63 is mapped).

@@ -35,8 +35,8 @@ from _common import (  # noqa: E402
     write_config,
 )
 
-from agent.encoding import decode  # noqa: E402
-from agent.local_processes import free_port, terminate, wait_port  # noqa: E402
+from agent.core.encoding import decode  # noqa: E402
+from agent.cli.processes import free_port, terminate, wait_port  # noqa: E402
 
 
 def machine_file(port: int, variables: int, interval: str) -> str:

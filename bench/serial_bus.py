@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from _common import scrape, start_agent, write_config  # noqa: E402
 
-from agent.local_processes import free_port, terminate  # noqa: E402
+from agent.cli.processes import free_port, terminate  # noqa: E402
 
 FIRST_UNIT = 10
 

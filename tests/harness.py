@@ -20,8 +20,8 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.encoding import decode
-from agent.local_processes import free_port, terminate
+from agent.core.encoding import decode
+from agent.cli.processes import free_port, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 

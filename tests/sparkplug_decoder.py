@@ -1,6 +1,6 @@
 """A host application's view of Sparkplug B payloads, for checking what the agent publishes.
 
-Deliberately independent of the agent: no agent.sparkplug, no google.protobuf. It reads the
+Deliberately independent of the agent: no agent.publish.sparkplug, no google.protobuf. It reads the
 protobuf wire format by hand (varints, fixed32/64, length-delimited) with the field numbers
 of the specification's `sparkplug_b.proto`, so a mistake in the agent's schema or value
 rules shows up as a disagreement here instead of being shared.

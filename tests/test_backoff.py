@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter (agent/backoff.py)."""
+"""Capped exponential backoff with jitter (agent/core/backoff.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agent.backoff import Backoff
+from agent.core.backoff import Backoff
 
 
 class FixedRng:

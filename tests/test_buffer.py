@@ -1,4 +1,4 @@
-"""The durable buffer (agent/buffer.py): real SQLite files in tmp_path, real asyncio, real
+"""The durable buffer (agent/buffer/store.py): real SQLite files in tmp_path, real asyncio, real
 writer thread. Crash durability runs a Buffer in a child process that dies without close()."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, AsyncIterator, Callable
 import msgpack
 import pytest
 
-from agent.buffer import (MAX_PENDING, ROW_OVERHEAD, Buffer, Row, buffer_path, open_database,
+from agent.buffer.store import (MAX_PENDING, ROW_OVERHEAD, Buffer, Row, buffer_path, open_database,
                           read_stats, stats_of_file)
-from agent.encoding import PayloadCodec, decode, reading_map
-from agent.metrics import Metrics
-from agent.model import BAD, GOOD, Batch, Reading
+from agent.core.encoding import PayloadCodec, decode, reading_map
+from agent.runtime.metrics import Metrics
+from agent.core.model import BAD, GOOD, Batch, Reading
 
 AGENT = "gw-test"
 TS = 1_795_462_093_000_000_000
@@ -654,10 +654,10 @@ async def test_close_commits_the_open_transaction_and_checkpoints(env: Env, tmp_
 CHILD = textwrap.dedent("""
     import asyncio, json, os, signal, sys, time
     from pathlib import Path
-    from agent.buffer import Buffer
-    from agent.encoding import PayloadCodec
-    from agent.metrics import Metrics
-    from agent.model import Batch, Reading
+    from agent.buffer.store import Buffer
+    from agent.core.encoding import PayloadCodec
+    from agent.runtime.metrics import Metrics
+    from agent.core.model import Batch, Reading
 
     class Log:
         def __getattr__(self, name):
@@ -794,7 +794,7 @@ async def test_append_after_close_is_refused_or_counted(env: Env) -> None:
 
 async def test_disk_full_drops_oldest_batches_counts_them_and_keeps_running(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.buffer as buffer_module
+    import agent.buffer.store as buffer_module
 
     real_open = buffer_module.open_database
 

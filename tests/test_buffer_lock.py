@@ -1,4 +1,4 @@
-"""One agent per buffer file (agent/buffer_lock.py), with real agent processes on one state
+"""One agent per buffer file (agent/buffer/lock.py), with real agent processes on one state
 folder: two agents would number batches from the same per-machine seq, and consumers, which
 de-duplicate on (machine, seq), would silently drop one agent's batches."""
 

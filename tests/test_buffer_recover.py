@@ -1,4 +1,4 @@
-"""A damaged buffer (agent/buffer.py errors, agent/buffer_recover.py): the agent names the file
+"""A damaged buffer (agent/buffer/store.py errors, agent/buffer/recover.py): the agent names the file
 and the fix instead of a traceback, and `edge-agent buffer recover` moves the damaged file
 aside (never deleting it) and carries over what can still be read, with its epoch and seq,
 so the next run delivers it and numbers nothing twice. Real agent processes and mosquitto;

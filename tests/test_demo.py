@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.local_processes import free_port
+from agent.cli.processes import free_port
 from tests.harness import REPO, Broker
 
 SUMMARY = re.compile(r"^demo: (\d+) batches, (\d+) readings \((\d+)/s\), (\d+) bad; "

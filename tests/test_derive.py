@@ -1,4 +1,4 @@
-"""Edge derivations (agent/derive/): counters, rates, machine execution, cycles and their
+"""Edge derivations (agent/acquire/derive/): counters, rates, machine execution, cycles and their
 features, and the engine that feeds them from readings and events."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.derive import DeriveConfig
-from agent.derive.counters import MonotonicCount, RateMeter, Unwrapper
-from agent.derive.cycles import CycleDetector
-from agent.derive.engine import Derivations
-from agent.derive.execution import ExecutionMapper, matches
-from agent.derive.store import CounterStore
-from agent.model import BAD, GOOD, Reading
+from agent.acquire.derive.counters import MonotonicCount, RateMeter, Unwrapper
+from agent.acquire.derive.cycles import CycleDetector
+from agent.acquire.derive.engine import Derivations
+from agent.acquire.derive.execution import ExecutionMapper, matches
+from agent.acquire.derive.store import CounterStore
+from agent.core.model import BAD, GOOD, Reading
 from drivers.base import COMM_FAILURE
 
 S = 1_000_000_000

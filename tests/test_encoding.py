@@ -1,4 +1,4 @@
-"""Telemetry payloads (agent/encoding.py): JSON and msgpack carry the same map."""
+"""Telemetry payloads (agent/core/encoding.py): JSON and msgpack carry the same map."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import msgpack
 import pytest
 
-from agent.encoding import PayloadCodec, decode, reading_map
-from agent.model import BAD, GOOD, UNCERTAIN, Reading
+from agent.core.encoding import PayloadCodec, decode, reading_map
+from agent.core.model import BAD, GOOD, UNCERTAIN, Reading
 
 TS = 1795462093170733749
 EPOCH = "4f9c0a1b2c3d4e5f60718293a4b5c6d7"

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 import agent.config.loader as loader
 import agent.config.templates as templates_mod
-from agent.commands import CommandHub
+from agent.writeback.commands import CommandHub
 from agent.config.loader import ConfigError, ConfigInvalid, LoadedConfig, load_config
 from agent.config.models import AgentFile, signal_model
-from agent.sparkplug.codec import Metric, decode, encode
-from agent.sparkplug.datatypes import DataType
+from agent.publish.sparkplug.codec import Metric, decode, encode
+from agent.publish.sparkplug.datatypes import DataType
 from drivers.registry import DRIVERS
 from tests.harness import AgentProcess, Broker, free_port, press_machine, wait_for
 from tests.fuzzing import FUZZ

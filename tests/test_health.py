@@ -11,9 +11,9 @@ from typing import Any
 
 import structlog
 
-from agent.health import Health
-from agent.logs import RateLimit
-from agent.metrics import Metrics
+from agent.runtime.health import Health
+from agent.runtime.logs import RateLimit
+from agent.runtime.metrics import Metrics
 from tests.harness import (AgentConfig, AgentProcess, Broker, Simulator, Subscriber, free_port,
                            press_machine, wait_for)
 

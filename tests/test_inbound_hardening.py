@@ -25,9 +25,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.mqtt_connection import MqttConnection
-from agent.sparkplug.datatypes import DataType
-from agent.sparkplug.proto import Payload
+from agent.publish.connection import MqttConnection
+from agent.publish.sparkplug.datatypes import DataType
+from agent.publish.sparkplug.proto import Payload
 from tests.harness import (REPO, AgentProcess, Broker, Simulator, free_port, press_machine,
                            wait_for)
 from tests.sparkplug_decoder import decode_payload, encode_ncmd
@@ -262,7 +262,7 @@ def test_an_exception_in_a_message_handler_drops_the_message_not_the_connection(
 
 
 def test_a_repeated_warning_of_a_library_never_raises_into_it() -> None:
-    code = ("import logging\nfrom agent.logs import configure_logging\n"
+    code = ("import logging\nfrom agent.runtime.logs import configure_logging\n"
             "configure_logging('info', 'json')\n"
             "for _ in range(3):\n    logging.getLogger('somelib').warning('disk %s', 'full')\n"
             "print('survived')\n")

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from agent.local_processes import free_port
-from agent.metrics import Metrics
+from agent.cli.processes import free_port
+from agent.runtime.metrics import Metrics
 from tests.harness import AgentConfig, AgentProcess, Broker, press_machine, wait_for
 
-CAP = 8  # agent.http_server.MAX_CONNECTIONS; written out so that this file imports on any server
+CAP = 8  # agent.runtime.http_server.MAX_CONNECTIONS; written out so that this file imports on any server
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -133,7 +133,7 @@ def test_a_request_larger_than_the_budget_is_answered_431(port: int) -> None:
 
 def test_only_loopback_listen_addresses_count_as_private() -> None:
     # Imported here, so that the tests above run (and fail) on a server without it.
-    from agent.http_server import listen_is_loopback
+    from agent.runtime.http_server import listen_is_loopback
     for listen in ("127.0.0.1:9108", "127.1.2.3:9108", "localhost:9108", "LOCALHOST:1",
                    "[::1]:9108", "::1"):
         assert listen_is_loopback(listen), listen

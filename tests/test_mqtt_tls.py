@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.config.loader import ConfigInvalid, load_config
 from agent.config.models import TlsConfig
-from agent.mqtt_connection import tls_context
+from agent.config.tls import tls_context
 from drivers.registry import DRIVERS
 from tests.harness import (REPO, AgentConfig, AgentProcess, Broker, Simulator, Subscriber,
                            assert_complete_and_ordered, buffer_stats, free_port, mosquitto_binary,
@@ -634,7 +634,7 @@ def test_key_the_agent_user_cannot_read_is_a_startup_error(pki: Pki) -> None:
         _tls_folder(folder, cert="gw.pem", key="gw.key")
         (folder / "agent.yaml").chmod(0o644)
         code = ("import sys; from pathlib import Path; from agent.config.models import TlsConfig; "
-                "from agent.mqtt_connection import tls_context\n"
+                "from agent.config.tls import tls_context\n"
                 "try: tls_context(TlsConfig(cert='gw.pem', key='gw.key'), Path(sys.argv[1]))\n"
                 "except ValueError as e: print(e)")
         command = [sys.executable, "-c", code, str(folder)]

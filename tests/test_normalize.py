@@ -1,4 +1,4 @@
-"""Normalization (agent/normalize.py): raw samples -> readings of one poll group."""
+"""Normalization (agent/acquire/normalize.py): raw samples -> readings of one poll group."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from agent.config.models import CommonSignal
-from agent.model import BAD, GOOD, UNCERTAIN, Reading
-from agent.normalize import GroupNormalizer
+from agent.core.model import BAD, GOOD, UNCERTAIN, Reading
+from agent.acquire.normalize import GroupNormalizer
 from drivers.base import COMM_FAILURE, OUT_OF_RANGE, TIMEOUT, RawSample
 
 S = 1_000_000_000  # ns per second

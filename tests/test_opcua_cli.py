@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from agent.local_processes import free_port, terminate
+from agent.cli.processes import free_port, terminate
 from tests.harness import REPO
 
 CNC_NS = "urn:edge-agent:sim:cnc"

@@ -667,7 +667,7 @@ def _properties(schema: dict[str, Any], document: dict[str, Any]) -> set[str]:
 
 
 def test_schema_command_prints_opcua_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)

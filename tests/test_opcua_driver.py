@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from agent.local_processes import free_port
+from agent.cli.processes import free_port
 from drivers.base import RawSample
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.driver import SUBSCRIPTION_STALLED, UNRESOLVED, OpcUaDriver

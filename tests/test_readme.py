@@ -44,5 +44,5 @@ def test_wheel_ships_the_example_config_for_the_demo(tmp_path: Path) -> None:
     shipped = {n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n}
     assert "share/edge-agent/examples/agent.yaml" in shipped
     assert "share/edge-agent/examples/machines.d/press.yaml" in shipped
-    assert "agent/cli.py" in names and "drivers/registry.py" in names
+    assert "agent/cli/main.py" in names and "drivers/registry.py" in names
     assert "simulators/press.py" in names

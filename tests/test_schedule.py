@@ -1,4 +1,4 @@
-"""Drift-free poll deadlines (agent/schedule.py): deadline k == start + k * interval."""
+"""Drift-free poll deadlines (agent/acquire/schedule.py): deadline k == start + k * interval."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.schedule import PollSchedule
+from agent.acquire.schedule import PollSchedule
 
 
 def test_first_deadline_is_start() -> None:

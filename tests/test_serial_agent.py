@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.local_processes import terminate
+from agent.cli.processes import terminate
 from tests.harness import REPO, AgentConfig, AgentProcess, Broker, Subscriber, free_port, wait_for
 
 EXAMPLES = REPO / "config" / "examples" / "machines.d"

@@ -32,7 +32,7 @@ import pytest
 from agent.config.loader import ConfigError, ConfigInvalid, load_config
 from agent.config.models import signal_model
 from agent.config.schema import full_schema
-from agent.normalize import GroupNormalizer
+from agent.acquire.normalize import GroupNormalizer
 from drivers.base import Drained, RawSample
 from drivers.registry import DRIVERS
 from drivers.serial_line.config import SerialLineConnection, SerialLineSignalFields, unescape

@@ -791,7 +791,7 @@ def test_cli_option_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_agent_cli_knows_the_kinds() -> None:
-    from agent.cli import SIMULATORS
+    from agent.cli.main import SIMULATORS
 
     assert SIMULATORS["forging"] == "simulators.forging"
     assert SIMULATORS["serial"] == "simulators.serial_ascii"

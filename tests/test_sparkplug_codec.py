@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2
 
-from agent.sparkplug import (
+from agent.publish.sparkplug import (
     DataType,
     Metric,
     datatype_of,
@@ -25,7 +25,7 @@ from agent.sparkplug import (
     get_value,
     set_value,
 )
-from agent.sparkplug.proto import Payload
+from agent.publish.sparkplug.proto import Payload
 from tests import sparkplug_decoder as host
 
 TS = 1_795_462_093_170

@@ -10,12 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.models import AgentFile
-from agent.model import BAD, GOOD, UNCERTAIN
-from agent.sparkplug.bdseq import BdSeq
-from agent.sparkplug.datatypes import DataType
-from agent.sparkplug.metrics import Catalog, coerce
-from agent.sparkplug.topics import Topics, state_topic
-from agent.sparkplug.uplink import collected
+from agent.core.model import BAD, GOOD, UNCERTAIN
+from agent.publish.sparkplug.bdseq import BdSeq
+from agent.publish.sparkplug.datatypes import DataType
+from agent.publish.sparkplug.metrics import Catalog, coerce
+from agent.core.topics import Topics, state_topic
+from agent.publish.sparkplug.uplink import collected
 
 
 def test_bdseq_is_persisted_and_wraps_from_255_to_0(tmp_path: Path) -> None:

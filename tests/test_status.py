@@ -11,9 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from agent.live_view import (AgentMetrics, MachineMetrics, MachineSignals, build_view,
+from agent.cli.live_view import (AgentMetrics, MachineMetrics, MachineSignals, build_view,
                              metrics_url, parse_metrics, plain_lines, scrape)
-from agent.local_processes import free_port
+from agent.cli.processes import free_port
 from tests.harness import (REPO, AgentConfig, AgentProcess, Broker, Simulator, press_machine,
                            wait_for)
 
@@ -177,7 +177,7 @@ def test_metrics_url_asks_a_wildcard_listener_on_loopback() -> None:
 
 
 def test_parse_rejects_what_is_not_an_agent() -> None:
-    from agent.live_view import MetricsUnavailable
+    from agent.cli.live_view import MetricsUnavailable
     with pytest.raises(MetricsUnavailable):
         parse_metrics("# TYPE up gauge\nup 1.0\n")
     assert isinstance(parse_metrics(METRICS), AgentMetrics)

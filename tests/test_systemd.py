@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent.local_processes import free_port
-from agent.sd_notify import Notifier, ServiceNotify
+from agent.cli.processes import free_port
+from agent.runtime.sd_notify import Notifier, ServiceNotify
 from tests.harness import (REPO, AgentConfig, AgentProcess, Broker, Simulator, press_machine,
                            wait_for)
 

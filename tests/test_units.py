@@ -1,4 +1,4 @@
-"""Exact unit conversion (agent/units.py)."""
+"""Exact unit conversion (agent/signals/units.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.units import _TABLE, CANONICAL, conversion, dimension, units_for
+from agent.signals.units import _TABLE, CANONICAL, conversion, dimension, units_for
 
 
 def convert(value: float, device: str, published: str) -> float:

@@ -1,4 +1,4 @@
-"""The canonical signal vocabulary (agent/vocabulary.py) and docs/vocabulary.md."""
+"""The canonical signal vocabulary (agent/signals/vocabulary.py) and docs/vocabulary.md."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.units import CANONICAL
-from agent.vocabulary import TERMS, TYPES, VENDOR_PREFIX, check, lookup, markdown
+from agent.signals.units import CANONICAL
+from agent.signals.vocabulary import TERMS, TYPES, VENDOR_PREFIX, check, lookup, markdown
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "vocabulary.md"
 
@@ -103,7 +103,7 @@ REQUIRED = {
 
 def test_doc_file_is_generated_from_the_vocabulary() -> None:
     assert DOC.read_text(encoding="utf-8") == markdown(), (
-        "docs/vocabulary.md is stale: python -m agent.vocabulary > docs/vocabulary.md")
+        "docs/vocabulary.md is stale: python -m agent.signals.vocabulary > docs/vocabulary.md")
 
 
 def test_required_terms_with_their_units_and_types() -> None:

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.commands import MAX_PAYLOAD, CommandHub, raw_value
+from agent.writeback.commands import MAX_PAYLOAD, CommandHub, raw_value
 from agent.config.loader import ConfigInvalid, load_config
 from agent.config.models import AgentFile, signal_model
 from drivers.base import WriteRefused, WriteSpec, coerce_write

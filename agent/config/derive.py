@@ -12,7 +12,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent import vocabulary
+from agent.signals import vocabulary
 from drivers.config_types import Duration
 
 Scalar = bool | int | float | str
@@ -20,6 +20,7 @@ Loc = tuple[str | int, ...]
 
 EXECUTION = "machine.execution"
 AVAILABILITY = "machine.availability"
+AVAILABLE, UNAVAILABLE = "AVAILABLE", "UNAVAILABLE"  # its values
 
 
 class _Strict(BaseModel):

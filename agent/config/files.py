@@ -70,7 +70,7 @@ def _in_machine_file(machine: MachineConfig) -> Callable[[FileProblem], ConfigEr
 
 
 def _tls_problems(mqtt: MqttConfig, config_root: Path, files: FileChecker) -> list[FileProblem]:
-    from agent.mqtt_connection import TlsFileError, tls_context
+    from agent.config.tls import TlsFileError, tls_context
     tls = mqtt.tls
     if tls is None:
         return []

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent import units, vocabulary
+from agent.signals import units, vocabulary
 from agent.config.derive import DeriveConfig
 from drivers.base import DriverSpec
 from drivers.config_types import ByteSize, Duration
@@ -231,7 +231,7 @@ class BufferConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _milliseconds_alias(cls, data: Any) -> Any:
-        # DESIGN.md's first spelling, `commit_interval_ms: 50`, stays accepted.
+        # The first spelling of the design (docs/architecture.md), `commit_interval_ms: 50`, stays accepted.
         if isinstance(data, dict) and "commit_interval_ms" in data and "commit_interval" not in data:
             data = dict(data)
             value = data.pop("commit_interval_ms")
@@ -426,14 +426,14 @@ def _a(word: str) -> str:
 
 def signal_model(spec: DriverSpec) -> type[BaseModel]:
     """The full signal model of one protocol: common fields plus the driver's."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{_camel(spec.protocol)}Signal", __base__=(CommonSignal, spec.signal_model)
     )
 
 
 def machine_model(spec: DriverSpec) -> type[BaseModel]:
     """The machine-file model of one protocol."""
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{_camel(spec.protocol)}Machine",
         __base__=MachineBase,
         connection=(spec.connection_model, ...),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+from agent.core.topics import Topics, state_topic, status_topic, topic_base
+
 # Per level (agent id, site, area, line, machine id, Sparkplug ids). Long enough for any
 # naming scheme seen on a shop floor; short enough that every topic stays far below what
 # brokers accept (AWS IoT takes 256 bytes) and stays readable in a dashboard.
@@ -18,9 +20,9 @@ MAX_PREFIX_CHARS = 128
 # MQTT 3.1.1 and 5 (1.5.4): a topic is a UTF-8 string of at most 65535 bytes.
 MAX_TOPIC_BYTES = 65535
 # Longest suffixes published under a machine's {prefix}/{site}/{area}/{line}/{id}:
-# agent/machine.py (telemetry, state, event) and agent/commands.py (cmd/reply).
+# agent/acquire/runner.py (telemetry, state, event) and agent/writeback/commands.py (cmd/reply).
 UNS_SUFFIXES = ("/telemetry", "/state", "/event", "/cmd/reply")
-# Sparkplug message types of a device and of the edge node (agent/sparkplug/topics.py).
+# Sparkplug message types of a device and of the edge node (agent/publish/sparkplug/topics.py).
 DEVICE_KINDS = ("DBIRTH", "DDEATH", "DDATA", "DCMD")
 
 
@@ -68,12 +70,10 @@ def topic_problem(topic: str) -> str | None:
 
 def machine_topics(agent: Any, machine: Any) -> list[str]:
     """Every topic published or subscribed for `machine` (its model) under agent file `agent`."""
-    from agent.machine import topic_base  # lazily: agent.machine imports the loader
     base = topic_base(agent.mqtt.topic_prefix, agent.agent.site, machine)
     topics = [base + suffix for suffix in UNS_SUFFIXES]
     sparkplug = agent.mqtt.sparkplug
     if sparkplug is not None:
-        from agent.sparkplug.topics import Topics
         node = Topics(sparkplug.group_id, sparkplug.edge_node_id or agent.agent.id)
         topics += [node.device(kind, machine.id) for kind in DEVICE_KINDS]
     return topics
@@ -82,10 +82,8 @@ def machine_topics(agent: Any, machine: Any) -> list[str]:
 def agent_topics(agent: Any) -> list[tuple[tuple[str, ...], str]]:
     """The topics of the agent itself, each with the field of agent.yaml an error about it
     names: its status topic, and its Sparkplug edge node's."""
-    from agent.sparkplug.topics import Topics, state_topic
-    from agent.uplink import status_topic
     topics: list[tuple[tuple[str, ...], str]] = [
-        (("agent", "id"), status_topic(agent.mqtt, agent.agent))]
+        (("agent", "id"), status_topic(agent.mqtt.topic_prefix, agent.agent.site, agent.agent.id))]
     sparkplug = agent.mqtt.sparkplug
     if sparkplug is not None:
         node = Topics(sparkplug.group_id, sparkplug.edge_node_id or agent.agent.id)

@@ -39,7 +39,7 @@ class YamlLimitError(YamlSyntaxError):
     """The file is too large, or its aliases expand too far, to be read safely."""
 
 
-class _BoundedComposer(Composer):  # type: ignore[misc]
+class _BoundedComposer(Composer):
     """ruamel's composer, counting the nodes each alias stands for (its anchor expanded), so
     an alias bomb is refused before anything walks it; an alias inside its own anchor (a
     recursive structure) is refused too, since it cannot be expanded at all."""

@@ -1,6 +1,0 @@
-"""Eclipse Sparkplug B 3.0 payloads: the protobuf schema, datatypes and the payload codec."""
-
-from agent.sparkplug.codec import Metric, decode, encode
-from agent.sparkplug.datatypes import DataType, datatype_of, get_value, set_value
-
-__all__ = ["DataType", "Metric", "datatype_of", "decode", "encode", "get_value", "set_value"]

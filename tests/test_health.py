@@ -61,7 +61,7 @@ def test_running_agent_exposes_metrics_healthz_and_status(tmp_path: Path, broker
 
 
 class _Buffer:
-    alive, closed = True, False
+    alive, closed, backlog = True, False, (0, 0)
 
 
 class _Uplink:

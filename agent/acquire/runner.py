@@ -22,6 +22,8 @@ from agent.config.loader import MachineConfig
 from agent.core.backoff import Backoff
 from agent.core.model import Reading
 from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample
+from structlog.typing import FilteringBoundLogger as Log
+from agent.runtime.metrics import Metrics
 
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0
 
@@ -31,7 +33,7 @@ class MachineRunner:
     """Polls one machine forever and hands what it reads to `output`; run it under
     supervision."""
 
-    def __init__(self, machine: MachineConfig, output: MachineOutput, metrics: Any, log: Any,
+    def __init__(self, machine: MachineConfig, output: MachineOutput, metrics: Metrics, log: Log,
                  shared: dict[str, Any], counters: CounterStore | None = None) -> None:
         self.machine = machine
         self.id = machine.id
@@ -133,7 +135,7 @@ class _Link:
     """Connection upkeep of one machine: reconnect with capped backoff and jitter, and log
     state changes once rather than on every poll."""
 
-    def __init__(self, driver: Driver, log: Any) -> None:
+    def __init__(self, driver: Driver, log: Log) -> None:
         self._driver, self._log = driver, log
         self._backoff = Backoff(RECONNECT_MIN, RECONNECT_MAX)
         self._retry_at = 0.0
@@ -179,7 +181,7 @@ class _Link:
 class _MachineMeters:
     """The metric children of one machine, resolved once."""
 
-    def __init__(self, metrics: Any, machine: str, groups: dict[str, list[Any]],
+    def __init__(self, metrics: Metrics, machine: str, groups: dict[str, list[Any]],
                  driver: Driver) -> None:
         self._m = m = metrics
         self._machine = machine

@@ -25,6 +25,8 @@ from typing import Any, Callable
 from agent.buffer.lock import BufferLock
 from agent.core.encoding import PayloadCodec
 from agent.core.model import Batch
+from structlog.typing import FilteringBoundLogger as Log
+from agent.runtime.metrics import Metrics
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond topic and payload (ids, seq, sizes, b-tree slack)
 MAX_PENDING = 4096  # batches waiting for the writer thread before new ones are dropped
@@ -161,7 +163,7 @@ class Buffer:
     """Async facade over the writer thread. `append` never blocks the event loop."""
 
     def __init__(self, path: Path, max_bytes: int, commit_interval: float, codec: PayloadCodec,
-                 log: Any, metrics: Any, owner: str = "") -> None:
+                 log: Log, metrics: Metrics, owner: str = "") -> None:
         self.path = path
         self._owner = owner  # the agent id: the lock file names it to a refused second agent
         self._max_bytes = max_bytes
@@ -183,6 +185,7 @@ class Buffer:
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.refused = 0  # batches append() turned away (overflow, closed)
         self.failure: BaseException | None = None  # what stopped the writer thread, if anything
+        self.backlog: tuple[int, int] = (0, 0)  # batches and bytes waiting, as last committed
         # Owned by the writer thread once it runs:
         self._seqs: dict[str, int] = {}
         # Where a machine with no seq yet starts: above 0 only after `buffer recover` could
@@ -599,6 +602,8 @@ class Buffer:
                           max_bytes=self._max_bytes, machines=sorted(dropped))
 
     def _publish_gauges(self, conn: sqlite3.Connection) -> None:
+        # One tuple, replaced whole: the health thread reads it without a lock.
+        self.backlog = (self._count, self._bytes)
         self._metrics.buffer_batches.set(self._count)
         self._metrics.buffer_bytes.set(self._bytes)
         # The oldest batch has the smallest id: a primary-key lookup, not a scan.

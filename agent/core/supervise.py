@@ -7,11 +7,12 @@ import time
 from typing import Any, Awaitable, Callable
 
 from agent.core.backoff import Backoff
+from structlog.typing import FilteringBoundLogger as Log
 
 _HEALTHY_RUN = 60.0  # a task that ran this long before failing starts its backoff afresh
 
 
-async def supervise(name: str, run: Callable[[], Awaitable[None]], log: Any,
+async def supervise(name: str, run: Callable[[], Awaitable[None]], log: Log,
                     initial: float = 1.0, maximum: float = 60.0) -> None:
     """Run `run()` until it returns; restart it after every exception, never die silently."""
     backoff = Backoff(initial, maximum)

@@ -18,6 +18,8 @@ from agent.config.tls import tls_context
 from agent.publish.connection import MqttConnection, MqttRefused, parse_url
 from agent.core.topics import status_topic
 from agent.publish.state import StateCache
+from structlog.typing import FilteringBoundLogger as Log
+from agent.runtime.metrics import Metrics
 
 
 STATUS_EVERY = 30.0  # seconds between refreshes of the retained status (health summary)
@@ -29,7 +31,7 @@ class Uplink:
     """Owns the broker connection; one instance per agent, run under supervision."""
 
     def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
-                 state: StateCache, metrics: Any, log: Any, password: str | None,
+                 state: StateCache, metrics: Metrics, log: Log, password: str | None,
                  config_root: Path) -> None:
         self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
         self._metrics, self._log, self._password = metrics, log, password

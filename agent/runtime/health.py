@@ -10,16 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
+from agent.runtime.metrics import Metrics
 
 HEARTBEAT = 0.5  # seconds between the loop's heartbeats
 STALE_AFTER = 5.0  # a heartbeat older than this: the loop is stalled
 
 
+class BufferFacts(Protocol):
+    """What health asks of the buffer (agent/buffer/store.py)."""
+
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def backlog(self) -> tuple[int, int]: ...  # batches, bytes
+
+
+class UplinkFacts(Protocol):
+    """What health asks of the uplink (agent/publish/uplink.py)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+
 class Health:
     """Facts about one running agent; `watch_loop()` must run as a task of its loop."""
 
-    def __init__(self, metrics: Any, buffer: Any, uplink: Any,
+    def __init__(self, metrics: Metrics, buffer: BufferFacts, uplink: UplinkFacts,
                  machines: Callable[[], list[tuple[str, bool]]]) -> None:
         self._metrics, self._buffer, self._uplink, self._machines = metrics, buffer, uplink, machines
         self.last_beat = time.monotonic()
@@ -41,13 +60,14 @@ class Health:
         up = sum(1 for _, connected in machines if connected)
         loop_live = time.monotonic() - self.last_beat < STALE_AFTER
         writable = bool(self._buffer.alive) and not self._buffer.closed
+        backlog = self._buffer.backlog
         return {
             "healthy": loop_live and writable,
             "loop_live": loop_live,
             "loop_lag_s": round(self.lag, 4),
             "buffer_writable": writable,
-            "backlog_batches": int(self._metrics.buffer_batches._value.get()),
-            "backlog_bytes": int(self._metrics.buffer_bytes._value.get()),
+            "backlog_batches": backlog[0],
+            "backlog_bytes": backlog[1],
             "uplink_connected": bool(self._uplink.connected),
             "machines_up": up,
             "machines": len(machines),

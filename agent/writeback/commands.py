@@ -36,6 +36,9 @@ from agent.core.admission import SeenRecently, TokenBucket, age_problem, sent_ns
 
 from drivers.base import (DEVICE_ERROR, NOT_CONNECTED, NOT_WRITABLE, OUT_OF_RANGE, TIMEOUT,
                           WRONG_TYPE, Driver, Value, WriteRefused, WriteSpec, coerce_write)
+from structlog.typing import FilteringBoundLogger as Log
+from agent.runtime.metrics import Metrics
+from agent.config.models import AgentFile
 
 # Reasons of a refusal (besides the drivers' wrong_type, out_of_range, not_writable,
 # not_connected, device_error and timeout).
@@ -218,7 +221,7 @@ class MachineInbox:
 class CommandHub:
     """Routes command messages to machine inboxes; builds replies and audit lines."""
 
-    def __init__(self, agent_file: Any, metrics: Any, log: Any) -> None:
+    def __init__(self, agent_file: AgentFile, metrics: Metrics | None, log: Log) -> None:
         cfg = agent_file.write
         self.enabled: bool = cfg.enabled
         self.timeout: float = cfg.timeout

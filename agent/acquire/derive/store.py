@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from structlog.typing import FilteringBoundLogger as Log
 
 WRITE_EVERY = 5.0  # seconds
 
@@ -26,7 +27,7 @@ class CounterStore:
         self._data: dict[str, dict[str, list[int]]] = {}
         self._dirty = False
 
-    async def open(self, log: Any) -> None:
+    async def open(self, log: Log) -> None:
         """Read the saved counters (a damaged file is logged and started over)."""
         try:
             self._data = await asyncio.to_thread(self._read)

@@ -31,6 +31,8 @@ from agent.publish.sparkplug.metrics import EVENTS, Catalog, event_text
 from agent.core.topics import Topics, state_topic
 from agent.publish.state import StateCache
 from agent.publish.uplink import Uplink
+from structlog.typing import FilteringBoundLogger as Log
+from agent.runtime.metrics import Metrics
 
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
@@ -54,7 +56,7 @@ class SparkplugUplink(Uplink):
     """One edge node's session with its (primary) broker; run under supervision."""
 
     def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
-                 state: StateCache, metrics: Any, log: Any, password: str | None,
+                 state: StateCache, metrics: Metrics, log: Log, password: str | None,
                  config_root: Path, state_dir: Path,
                  devices: Callable[[], list[str]]) -> None:
         super().__init__(cfg, identity, buffer, state, metrics, log, password, config_root)

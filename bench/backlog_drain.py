@@ -82,8 +82,9 @@ def main() -> int:
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        sim = subprocess.Popen([sys.executable, "-m", "simulators.press", "--host", "127.0.0.1",
-                                "--port", str(first_port), "--count", str(args.machines)],
+        sim = subprocess.Popen([sys.executable, "-m", "simulators.modbus.press",
+                                "--host", "127.0.0.1", "--port", str(first_port),
+                                "--count", str(args.machines)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         procs.append(sim)
         for _ in range(args.machines):

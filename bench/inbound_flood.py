@@ -200,7 +200,7 @@ def main() -> int:
                                        "-c", str(work / "mosquitto.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         press = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "simulators.press", "--host",
+        procs.append(subprocess.Popen([sys.executable, "-m", "simulators.modbus.press", "--host",
                                        "127.0.0.1", "--port", str(press)], cwd=REPO,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         watches = []

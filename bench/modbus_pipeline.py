@@ -90,8 +90,9 @@ def main() -> int:
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     try:
         procs.append(start_broker(work))
-        sim = subprocess.Popen([sys.executable, "-m", "simulators.press", "--host", "127.0.0.1",
-                                "--port", str(first_port), "--count", str(args.machines)],
+        sim = subprocess.Popen([sys.executable, "-m", "simulators.modbus.press",
+                                "--host", "127.0.0.1", "--port", str(first_port),
+                                "--count", str(args.machines)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         procs.append(sim)
         for _ in range(args.machines):

@@ -1,6 +1,6 @@
 """OPC UA subscription benchmark: 10,000 changing Doubles at 1 Hz -> agent -> mosquitto.
 
-The bulk simulator (simulators/opcua_bulk.py) changes every variable once per second; the
+The bulk simulator (simulators/opcua/bulk.py) changes every variable once per second; the
 agent subscribes to all of them in one push group and publishes through its buffer to the
 real broker at QoS 1; a subscriber counts what arrives. The agent's CPU comes from /proc
 (its own process only). Prints figures; asserts nothing.
@@ -82,7 +82,8 @@ def main() -> int:
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     try:
         procs.append(start_broker(work))
-        sim = subprocess.Popen([sys.executable, "-m", "simulators.opcua_bulk", "--port", str(opc_port),
+        sim = subprocess.Popen([sys.executable, "-m", "simulators.opcua.bulk",
+                                "--port", str(opc_port),
                                 "--variables", str(args.variables), "--rate", str(args.rate)],
                                cwd=REPO, stdout=open(work / "sim.log", "wb"), stderr=subprocess.STDOUT)
         procs.append(sim)

@@ -51,7 +51,7 @@ def phase(units: int, registers: int, baud: int, duration: float, dead: int | No
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-serial-"))
     metrics_port = free_port()
     config = write_config(work, free_port(), metrics_port, "json")  # no broker: buffer only
-    args = [sys.executable, "-m", "simulators.forging", "--pty", "--baud", str(baud),
+    args = [sys.executable, "-m", "simulators.modbus.forging", "--pty", "--baud", str(baud),
             "--parity", "N", "--extra-units", str(units)]
     if dead is not None:
         args += ["--dead-unit", str(dead)]

@@ -9,14 +9,26 @@ trouble: a failed request becomes bad samples with a reason, in signal order.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Mapping, Protocol, Sequence
 
 from pydantic import BaseModel
 
 from drivers.file_checks import FileChecker, FileProblem
 
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Coroutine
+
 Value = float | int | bool | str | None
+
+# The three qualities of OPC UA's status severity, which every protocol maps onto; the agent
+# publishes them as they are, so a new one would be a change of the payload contract.
+Quality = Literal["good", "uncertain", "bad"]
+GOOD: Final = "good"
+UNCERTAIN: Final = "uncertain"
+BAD: Final = "bad"
 
 # Reasons a sample can be bad; drivers may add `device_exception:<code>` and the like.
 COMM_FAILURE = "comm_failure"
@@ -35,8 +47,17 @@ class RawSample:
 
     value: Value
     ts_ns: int
-    quality: str = "good"
+    quality: Quality = GOOD
     reason: str | None = None
+
+
+def bad_sample(reason: str, ts_ns: int | None = None) -> RawSample:
+    """A bad sample without a value, stamped now unless the device gave a time.
+
+    A plain function around the positional constructor (no keywords, no validation): it
+    runs for every signal of a failed request, and only there; good samples keep calling
+    RawSample directly."""
+    return RawSample(None, time.time_ns() if ts_ns is None else ts_ns, BAD, reason)
 
 
 @dataclass(slots=True)
@@ -98,6 +119,25 @@ FileCheck = Callable[[Any, FileChecker], list[FileProblem]]
 
 
 @dataclass(frozen=True, slots=True)
+class DriverCommand:
+    """An `edge-agent NAME ...` command a protocol brings along (OPC UA's `browse`), which the
+    CLI offers for every registered driver without knowing the protocol.
+
+    `add_arguments` adds the command's arguments to its argparse subparser. `run` gets the
+    parsed arguments, prints its own output (errors as `edge-agent: ...` on stderr) and
+    returns the exit code, or a coroutine that the CLI runs with asyncio.run and that
+    returns it: 0 done, 1 the command ran and failed (a device that did not answer), 2 the
+    command line must change first. The module defining a command is loaded with the
+    registry: it imports its heavy parts inside `run`.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class DriverSpec:
     """A protocol plug-in: its config models and how to build a driver.
 
@@ -112,6 +152,12 @@ class DriverSpec:
     check: MachineCheck | None = None
     shared_resource: SharedResource | None = None
     check_files: FileCheck | None = None
+    # Extra `edge-agent` commands of the protocol (browse a server, create certificates).
+    commands: Sequence[DriverCommand] = ()
+    # Reasons of bad samples (or their prefixes) that mean the config does not match the
+    # device rather than a passing fault, e.g. a node or register address the device does
+    # not have: `edge-agent validate --online` reports a signal read with one as an error.
+    mismatch_reasons: tuple[str, ...] = ()
 
 
 # -- writes to devices (off unless the agent's config allows them) -------------------------

@@ -145,13 +145,13 @@ class Subscriber:
 
 
 class Simulator:
-    """`python -m simulators.press` in a subprocess."""
+    """`python -m simulators.modbus.press` in a subprocess."""
 
     def __init__(self, port: int, *extra: str) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulators.press", "--host", "127.0.0.1", "--port", str(port),
-             *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "simulators.modbus.press", "--host", "127.0.0.1",
+             "--port", str(port), *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         line = self.proc.stdout.readline().decode()  # type: ignore[union-attr]
         if "listening" not in line:
             raise RuntimeError(f"simulator did not start: {line}")

@@ -185,9 +185,11 @@ def test_a_simulator_that_does_not_start_stops_the_demo_cleanly(tmp_path: Path) 
     """The CNC simulator fails at start (a stand-in module found first on PYTHONPATH): the
     demo names it, shows its last words, exits 1 and stops the broker and the others."""
     fake = tmp_path / "fake" / "simulators"
-    fake.mkdir(parents=True)
+    (fake / "opcua").mkdir(parents=True)
     (fake / "__init__.py").write_text(f"__path__.append({str(REPO / 'simulators')!r})\n")
-    (fake / "cnc.py").write_text(
+    (fake / "opcua" / "__init__.py").write_text(
+        f"__path__.append({str(REPO / 'simulators' / 'opcua')!r})\n")
+    (fake / "opcua" / "cnc.py").write_text(
         "import sys\nprint('cnc: cannot load the address space (test)', file=sys.stderr)\n"
         "sys.exit(3)\n")
     mark = uuid.uuid4().hex

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
-from simulators.press import PressDevice
+from simulators.modbus.press import PressDevice
+from simulators.modbus.tcp_server import FaultConfig, ModbusTcpServer
 from tests.harness import (
     AgentConfig,
     AgentProcess,

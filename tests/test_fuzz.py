@@ -25,8 +25,8 @@ from pymodbus.pdu import DecodePDU
 
 from drivers.base import RawSample
 from drivers.modbus.codec import BlockCodec, MalformedReply, encode_value, point_codec
+from drivers.modbus.pdu import DeviceException, result, write_result
 from drivers.modbus.planner import Block
-from drivers.modbus.transport import DeviceException, result, write_result
 from drivers.opcua.codec import ValueCodec
 from drivers.serial_line.config import SerialLineSignalFields
 from drivers.serial_line.extract import PARSE_ERROR, UNEXPECTED_FRAME, Extractor

@@ -21,8 +21,8 @@ import pytest
 from drivers.base import RawSample
 from drivers.modbus.config import ModbusSignalFields, ModbusTcpConnection
 from drivers.modbus.driver import MODBUS_TCP, ModbusDriver
-from simulators.modbus_model import RegisterBank, Table
-from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
+from simulators.modbus.model import RegisterBank, Table
+from simulators.modbus.tcp_server import FaultConfig, ModbusTcpServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -270,8 +270,8 @@ async def test_unit_ids(unit_id: int) -> None:
 async def test_example_press_config_against_the_press_simulator() -> None:
     from agent.config.loader import load_config
     from drivers.registry import DRIVERS
-    from simulators.press import PressDevice
-    from simulators.press_physics import PressConfig
+    from simulators.modbus.press import PressDevice
+    from simulators.modbus.press_physics import PressConfig
 
     loaded = load_config(REPO_ROOT / "config" / "examples", DRIVERS)
     press = next(m for m in loaded.machines if m.id == "press-01")

@@ -17,9 +17,11 @@ from drivers.base import RawSample
 from drivers.modbus.config import ModbusRtuConnection, ModbusRtuTcpConnection, ModbusSignalFields
 from drivers.modbus.driver import MODBUS_RTU, MODBUS_RTU_TCP, ModbusDriver
 from drivers.registry import DRIVERS
-from simulators.forging import ForgingSimulator
-from simulators.rtu_server import RtuFaults
-from simulators.serial_link import LineSettings, PtyLink, TcpLink
+from simulators.modbus.forging import ForgingSimulator
+from simulators.modbus.rtu_server import RtuFaults
+from simulators.serial.fd_link import PtyLink
+from simulators.serial.line import LineSettings
+from simulators.serial.tcp_link import TcpLink
 
 BAUD = 115200
 

@@ -25,7 +25,7 @@ CLI_TIMEOUT = 60  # a hung command fails the test instead of hanging it
 
 
 class OpcSim:
-    """`python -m simulators.<kind>` in a subprocess; its stdout lines are collected by a
+    """`python -m simulators.opcua.<kind>` in a subprocess; its stdout lines are collected by a
     reader thread so the test can wait for "listening", "paused", "restarted"..."""
 
     def __init__(self, kind: str, port: int, *extra: str, time_scale: str | None = "20",
@@ -37,7 +37,7 @@ class OpcSim:
         self._eof = False
         scale = [] if time_scale is None else ["--time-scale", time_scale]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"simulators.{module or kind}", "--port", str(port),
+            [sys.executable, "-m", f"simulators.opcua.{module or kind}", "--port", str(port),
              *scale, *extra],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read, daemon=True).start()

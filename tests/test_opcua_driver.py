@@ -17,8 +17,8 @@ from drivers.base import RawSample
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.driver import SUBSCRIPTION_STALLED, UNRESOLVED, OpcUaDriver
 from drivers.opcua.security import UntrustedServer, create_certificate
-from simulators.cnc import CncSimulator
-from simulators.injection import InjectionSimulator
+from simulators.opcua.cnc import CncSimulator
+from simulators.opcua.injection import InjectionSimulator
 
 CNC_NS = "urn:edge-agent:sim:cnc"
 IMM_NS = "urn:edge-agent:sim:injection"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from simulators.press import stroke_ground_truth
+from simulators.modbus.press import stroke_ground_truth
 from tests.harness import (
     AgentConfig,
     AgentProcess,

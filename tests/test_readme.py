@@ -27,7 +27,8 @@ def test_readme_starts_with_exactly_two_commands_and_ci_runs_the_second() -> Non
 
 
 def test_demo_runs_the_pipeline_and_exits_cleanly() -> None:
-    out = subprocess.run([sys.executable, "-m", "agent", "demo", "--duration", "4"], cwd=REPO,
+    # 8 s: on a loaded machine the agent may take a few seconds to start polling.
+    out = subprocess.run([sys.executable, "-m", "agent", "demo", "--duration", "8"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     # Not a terminal: the live view's plain periodic lines, one per machine.
@@ -45,4 +46,4 @@ def test_wheel_ships_the_example_config_for_the_demo(tmp_path: Path) -> None:
     assert "share/edge-agent/examples/agent.yaml" in shipped
     assert "share/edge-agent/examples/machines.d/press.yaml" in shipped
     assert "agent/cli/main.py" in names and "drivers/registry.py" in names
-    assert "simulators/press.py" in names
+    assert "simulators/modbus/press.py" in names

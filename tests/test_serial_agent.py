@@ -41,10 +41,10 @@ class PtySim:
 def sims() -> Iterator[dict[str, PtySim]]:
     started: dict[str, PtySim] = {}
     try:
-        started["/dev/ttyUSB0"] = PtySim("simulators.forging", "--parity", "N",
+        started["/dev/ttyUSB0"] = PtySim("simulators.modbus.forging", "--parity", "N",
                                          "--time-scale", "5", "--dead-unit", "9")
-        started["/dev/ttyUSB1"] = PtySim("simulators.serial_ascii", "tonnage", "--time-scale", "5")
-        started["/dev/ttyUSB2"] = PtySim("simulators.serial_ascii", "tempctl")
+        started["/dev/ttyUSB1"] = PtySim("simulators.serial.ascii", "tonnage", "--time-scale", "5")
+        started["/dev/ttyUSB2"] = PtySim("simulators.serial.ascii", "tempctl")
         yield started
     finally:
         for sim in started.values():

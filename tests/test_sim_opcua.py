@@ -24,11 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from simulators.cnc import ALARMS, CncModel, CncSimulator
-from simulators.injection import EVENT_PROPERTIES, InjectionSimulator
-from simulators.opcua_bulk import BulkServer
-from simulators.opcua_pki import SECURITY_CHOICES, parse_security
-from simulators.opcua_server import SimServer
+from simulators.opcua.bulk import BulkServer
+from simulators.opcua.cnc import ALARMS, CncModel, CncSimulator
+from simulators.opcua.injection import EVENT_PROPERTIES, InjectionSimulator
+from simulators.opcua.pki import SECURITY_CHOICES, parse_security
+from simulators.opcua.server import SimServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CNC_NS = "urn:edge-agent:sim:cnc"
@@ -547,7 +547,7 @@ async def test_bulk_every_variable_changes_every_tick() -> None:
 async def test_cli_prints_listening_line_handles_signals_and_stops_on_sigterm() -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.cnc",
+        sys.executable, "-m", "simulators.opcua.cnc",
         "--port", str(port), "--name", "CNC-07", "--seed", "1", "--time-scale", "10",
         "--alarm-every", "0", "--extra-namespaces", "1",
         cwd=REPO_ROOT,

@@ -1,7 +1,7 @@
 """Tests of the hand-written Modbus TCP server and the stamping-press simulator.
 
 The client here is a deliberately tiny raw-socket implementation (no pymodbus), and
-multi-register values are decoded independently of simulators.word_order.
+multi-register values are decoded independently of simulators.modbus.word_order.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from simulators.modbus_model import DataModel, RegisterBank, Table
-from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
-from simulators.press import PressDevice, build_image
-from simulators.press_physics import (
+from simulators.modbus.model import DataModel, RegisterBank, Table
+from simulators.modbus.press import PressDevice, build_image
+from simulators.modbus.press_physics import (
     ALARM_DIE_PROTECTION,
     ALARM_LUBE_PRESSURE_LOW,
     PressConfig,
@@ -31,6 +30,7 @@ from simulators.press_physics import (
     slide_position_mm,
     stroke_peaks,
 )
+from simulators.modbus.tcp_server import FaultConfig, ModbusTcpServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IO_TIMEOUT = 5.0
@@ -576,7 +576,7 @@ def _free_port_pair() -> int:
 async def test_cli_subprocess_serves_and_stops_on_sigterm() -> None:
     port = _free_port_pair()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.press",
+        sys.executable, "-m", "simulators.modbus.press",
         "--host", "127.0.0.1", "--port", str(port), "--count", "2", "--unit", "5",
         "--spm", "120", "--seed", "9",
         cwd=REPO_ROOT,

@@ -2,7 +2,7 @@
 
 The client side uses only the stdlib and pyserial: its own CRC (bitwise, not the simulator's
 table), its own framing, its own checksum parsers. Simulators run in a background thread
-(serial_link.in_thread) so the clients here can block.
+(simulators.serial.simulator.in_thread) so the clients here can block.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from simulators.forging import ForgingSimulator
-from simulators.forging import main as forging_main
-from simulators.forging_physics import (
+from simulators.modbus.forging import ForgingSimulator
+from simulators.modbus.forging import main as forging_main
+from simulators.modbus.forging_physics import (
     ALARM_BILLET_COLD,
     RANDOM_ALARMS,
     STROKES_AT_START,
@@ -34,30 +34,29 @@ from simulators.forging_physics import (
     ForgingLine,
     HeaterState,
 )
-from simulators.modbus_model import RegisterBank, Table
-from simulators.rtu_server import RtuFaults, RtuServer, crc16, frame
-from simulators.serial_ascii import (
+from simulators.modbus.model import RegisterBank, Table
+from simulators.modbus.rtu_server import RtuFaults, RtuServer, crc16, frame
+from simulators.serial.ascii import (
     AsciiFaults,
     TemperatureController,
     TonnageMonitor,
     tonnage_stroke,
 )
-from simulators.serial_ascii import (
+from simulators.serial.ascii import (
     main as ascii_main,
 )
-from simulators.serial_link import (
-    DeviceLink,
-    LineSettings,
-    PtyLink,
-    TcpLink,
-    in_thread,
-)
+from simulators.serial.fd_link import DeviceLink, PtyLink
+from simulators.serial.line import LineSettings
+from simulators.serial.simulator import in_thread
+from simulators.serial.tcp_link import TcpLink
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = LineSettings(baud=115200, parity="N")
 QUIET = 0.25  # seconds of silence that count as "no reply" (>> any turnaround here)
 RAM_LIMIT = 420.0  # mm, dies closed
-SIM_FILES = ("serial_link", "rtu_server", "forging", "forging_physics", "serial_ascii")
+SIM_FILES = ("serial/line", "serial/faults", "serial/port", "serial/link", "serial/fd_link",
+             "serial/tcp_link", "serial/simulator", "serial/cli", "serial/ascii",
+             "modbus/rtu_server", "modbus/forging", "modbus/forging_physics")
 
 
 # --------------------------------------------------------------------------- client side
@@ -729,7 +728,7 @@ def _listening(proc: subprocess.Popen[str]) -> str:
 
 
 def test_forging_cli_pty_and_tcp() -> None:
-    proc = _spawn("simulators.forging", "--pty", "--baud", "115200", "--seed", "2",
+    proc = _spawn("simulators.modbus.forging", "--pty", "--baud", "115200", "--seed", "2",
                   "--dead-unit", "3", "--extra-units", "1")
     try:
         m = re.fullmatch(r"forging listening on (/dev/pts/\d+)\n", _listening(proc))
@@ -742,7 +741,7 @@ def test_forging_cli_pty_and_tcp() -> None:
             assert client.silent()
     finally:
         assert _stop(proc) == 0
-    proc = _spawn("simulators.forging", "--tcp", "0", "--corrupt-every", "1")
+    proc = _spawn("simulators.modbus.forging", "--tcp", "0", "--corrupt-every", "1")
     try:
         m = re.fullmatch(r"forging listening on 127\.0\.0\.1:(\d+)\n", _listening(proc))
         assert m
@@ -754,7 +753,7 @@ def test_forging_cli_pty_and_tcp() -> None:
 
 
 def test_serial_ascii_cli_tonnage_and_tempctl() -> None:
-    proc = _spawn("simulators.serial_ascii", "tonnage", "--pty", "--time-scale", "20")
+    proc = _spawn("simulators.serial.ascii", "tonnage", "--pty", "--time-scale", "20")
     try:
         m = re.fullmatch(r"tonnage listening on (/dev/pts/\d+)\n", _listening(proc))
         assert m
@@ -762,7 +761,7 @@ def test_serial_ascii_cli_tonnage_and_tempctl() -> None:
             assert parse_ton(ser.readline())[4]
     finally:
         assert _stop(proc) == 0
-    proc = _spawn("simulators.serial_ascii", "tempctl", "--tcp", "0", "--zones", "3")
+    proc = _spawn("simulators.serial.ascii", "tempctl", "--tcp", "0", "--zones", "3")
     try:
         m = re.fullmatch(r"tempctl listening on 127\.0\.0\.1:(\d+)\n", _listening(proc))
         assert m
@@ -793,8 +792,8 @@ def test_cli_option_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_agent_cli_knows_the_kinds() -> None:
     from agent.cli.main import SIMULATORS
 
-    assert SIMULATORS["forging"] == "simulators.forging"
-    assert SIMULATORS["serial"] == "simulators.serial_ascii"
+    assert SIMULATORS["forging"] == "simulators.modbus.forging"
+    assert SIMULATORS["serial"] == "simulators.serial.ascii"
 
 
 def test_simulators_import_nothing_from_agent_or_drivers() -> None:

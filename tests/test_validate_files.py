@@ -447,7 +447,7 @@ def test_run_without_the_credential_exits_2_naming_the_field(
 async def test_opcua_identity_password_from_a_systemd_credential(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from drivers.opcua.driver import OpcUaDriver
-    from simulators.cnc import CncSimulator
+    from simulators.opcua.cnc import CncSimulator
     from tests.test_opcua_driver import connection, signals
 
     port = free_port()

@@ -38,13 +38,14 @@ from drivers.modbus.driver import MODBUS_RTU_TCP
 from drivers.modbus.planner import Block
 from drivers.modbus.transport import write_request
 from drivers.registry import DRIVERS
-from simulators import word_order as wo
-from simulators.cnc import CncSimulator
-from simulators.modbus_model import RegisterBank, Table
-from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
-from simulators.press import PressDevice
-from simulators.rtu_server import RtuServer
-from simulators.serial_link import LineSettings, TcpLink
+from simulators.modbus import word_order as wo
+from simulators.modbus.model import RegisterBank, Table
+from simulators.modbus.press import PressDevice
+from simulators.modbus.rtu_server import RtuServer
+from simulators.modbus.tcp_server import FaultConfig, ModbusTcpServer
+from simulators.opcua.cnc import CncSimulator
+from simulators.serial.line import LineSettings
+from simulators.serial.tcp_link import TcpLink
 from tests.harness import REPO, Broker, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)

@@ -16,11 +16,6 @@ from agent.config.loader import ConfigError, MachineConfig, error_at
 from agent.core.model import Reading
 from agent.acquire.normalize import GroupNormalizer
 
-# Reasons that mean the config does not match the device, rather than a passing fault.
-CONFIG_MISMATCH = ("node_unresolved", "monitored_item:", "enum_names_unavailable",
-                   "device_exception:2", "BadNodeIdUnknown", "BadAttributeIdInvalid",
-                   "BadNotReadable", "BadUserAccessDenied")
-
 
 @dataclass(slots=True)
 class Acquired:
@@ -81,11 +76,13 @@ def format_readings(acquired: list[Acquired]) -> list[str]:
 
 def online_errors(machine: MachineConfig, acquired: list[Acquired]) -> list[ConfigError]:
     """Signals the live device says are misconfigured, as file:line errors (in the template
-    that defines a signal, when it comes from one)."""
+    that defines a signal, when it comes from one). Which reasons say so is the driver's
+    knowledge: its DriverSpec's `mismatch_reasons`."""
+    mismatch = machine.spec.mismatch_reasons
     errors = []
     for a in acquired:
         for r in a.readings:
-            if r.reason and r.reason.startswith(CONFIG_MISMATCH):
+            if r.reason and r.reason.startswith(mismatch):
                 errors.append(error_at(machine.locate(("signals", a.index)),
                                        f"{a.signal.name}: the device says {r.reason}"))
                 break

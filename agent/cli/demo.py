@@ -56,18 +56,18 @@ def examples_dir() -> Path:
 
 # Network simulators: (name, module, machine file, text of the example's address, options).
 NETWORK_SIMULATORS: tuple[tuple[str, str, str, str, list[str]], ...] = (
-    ("press", "simulators.press", "press.yaml", "port: 5020", []),
-    ("cnc", "simulators.cnc", "cnc.yaml", "127.0.0.1:4840", ["--time-scale", "4"]),
-    ("injection", "simulators.injection", "injection.yaml", "127.0.0.1:4841",
+    ("press", "simulators.modbus.press", "press.yaml", "port: 5020", []),
+    ("cnc", "simulators.opcua.cnc", "cnc.yaml", "127.0.0.1:4840", ["--time-scale", "4"]),
+    ("injection", "simulators.opcua.injection", "injection.yaml", "127.0.0.1:4841",
      ["--time-scale", "3"]),
 )
 # Serial simulators on a pty each: (name, arguments, machine files, the example's port).
 SERIAL_SIMULATORS: tuple[tuple[str, list[str], list[str], str], ...] = (
-    ("forging", ["simulators.forging", "--pty", "--parity", "N", "--time-scale", "2"],
+    ("forging", ["simulators.modbus.forging", "--pty", "--parity", "N", "--time-scale", "2"],
      ["forging-press.yaml", "forging-heater.yaml", "forging-scale.yaml"], "/dev/ttyUSB0"),
-    ("tonnage", ["simulators.serial_ascii", "tonnage", "--pty"], ["tonnage.yaml"],
+    ("tonnage", ["simulators.serial.ascii", "tonnage", "--pty"], ["tonnage.yaml"],
      "/dev/ttyUSB1"),
-    ("tempctl", ["simulators.serial_ascii", "tempctl", "--pty"], ["tempctl.yaml"],
+    ("tempctl", ["simulators.serial.ascii", "tempctl", "--pty"], ["tempctl.yaml"],
      "/dev/ttyUSB2"),
 )
 

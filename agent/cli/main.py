@@ -11,18 +11,49 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from agent.cli.common import EXIT_OK, EXIT_ERROR, EXIT_CONFIG, load_or_report
 from agent import __version__
 
-SIMULATORS = {"press": "simulators.press", "cnc": "simulators.cnc",
-              "injection": "simulators.injection", "forging": "simulators.forging",
-              "serial": "simulators.serial_ascii"}
+if TYPE_CHECKING:
+    from drivers.base import DriverCommand
+
+SIMULATORS = {"press": "simulators.modbus.press", "cnc": "simulators.opcua.cnc",
+              "injection": "simulators.opcua.injection", "forging": "simulators.modbus.forging",
+              "serial": "simulators.serial.ascii"}
+
+# The commands defined here; any other is a driver's (DriverSpec.commands). See _parse.
+OWN_COMMANDS = frozenset({"run", "validate", "read", "schema", "vocabulary", "sim", "buffer",
+                          "demo", "status"})
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+class _ParseFailed(Exception):
+    pass
+
+
+class _ParserWithoutDrivers(argparse.ArgumentParser):
+    """Raises instead of printing the usage, which would lack the drivers' commands."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseFailed(message)
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line. One of the own commands is parsed without the drivers'
+    commands: importing the registry takes about 0.1 s, which `sim` and `vocabulary` should
+    not wait for. Anything else, and every error (its usage lists all commands), with them."""
+    if argv and argv[0] in OWN_COMMANDS:
+        try:
+            return _parser(driver_commands=False).parse_args(argv)
+        except _ParseFailed:
+            pass
+    return _parser().parse_args(argv)
+
+
+def _parser(driver_commands: bool = True) -> argparse.ArgumentParser:
+    cls = argparse.ArgumentParser if driver_commands else _ParserWithoutDrivers
+    parser = cls(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -41,32 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("machine", help="machine id")
     read.add_argument("-c", "--config", type=Path, required=True)
 
-    browse = sub.add_parser("browse", help="print an OPC UA server's address space")
-    browse.add_argument("url", help="opc.tcp://HOST:PORT")
-    browse.add_argument("--path", default="/Objects", help="browse path or NodeId to start at")
-    browse.add_argument("--depth", type=int, default=3)
-    browse.add_argument("--policy", default="None",
-                        choices=["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"])
-    browse.add_argument("--mode", choices=["Sign", "SignAndEncrypt"])
-    browse.add_argument("--certificate", help="client certificate (edge-agent certs create)")
-    browse.add_argument("--private-key")
-    browse.add_argument("--trust", help="folder of trusted server certificates")
-    browse.add_argument("--trust-on-first-use", action="store_true")
-    browse.add_argument("--username")
-    browse.add_argument("--password-env", help="environment variable holding the password")
-    browse.add_argument("--allow-plaintext-password", action="store_true",
-                        help="send the password with --policy None (unencrypted)")
-    browse.add_argument("--timeout", default="5s", help="per request (default 5s)")
-
-    certs = sub.add_parser("certs", help="OPC UA client application certificates")
-    certs.add_argument("action", choices=["create"])
-    certs.add_argument("--dir", type=Path, default=Path("pki"),
-                       help="writes DIR/own/cert.der and DIR/own/key.pem (default ./pki)")
-    certs.add_argument("--uri", help="application URI (default urn:HOSTNAME:edge-agent); the "
-                       "agent announces the URI it finds in its certificate")
-    certs.add_argument("--hostname")
-    certs.add_argument("--days", type=int, default=3650)
-    certs.add_argument("--force", action="store_true", help="replace an existing certificate")
+    if driver_commands:
+        _add_driver_commands(sub)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the agent and machine files")
     schema.add_argument("part", nargs="?", choices=["agent", "machine"],
@@ -103,17 +110,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_driver_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """A subcommand for every command of every registered driver, in registry order."""
+    from drivers.registry import DRIVERS
+    added: set[int] = set()  # a command that several protocols share (one driver) comes once
+    for spec in DRIVERS.values():
+        for command in spec.commands:
+            if id(command) not in added:
+                added.add(id(command))
+                parser = sub.add_parser(command.name, help=command.help)
+                command.add_arguments(parser)
+                parser.set_defaults(driver_command=command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    command: DriverCommand | None = getattr(args, "driver_command", None)
+    if command is not None:  # returns 0, 1 or 2 like EXIT_OK, EXIT_ERROR and EXIT_CONFIG
+        result = command.run(args)
+        return result if isinstance(result, int) else asyncio.run(result)
     if args.command == "sim":
         import importlib
         module = importlib.import_module(SIMULATORS[args.kind])
         return module.main(args.args)  # type: ignore[no-any-return]
-    if args.command == "browse":
-        return _browse(args)
-    if args.command == "certs":
-        return _certs(args)
     if args.command == "read":
         return _read(args.config, args.machine)
     if args.command == "vocabulary":
@@ -204,56 +224,6 @@ def _read(config_dir: Path, machine_id: str) -> int:
         return EXIT_ERROR
     for line in format_readings(acquired):
         print(line)
-    return EXIT_OK
-
-
-def _browse(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from drivers.opcua.browse import browse
-    from drivers.opcua.config import OpcUaConnection
-    security = {"policy": args.policy, "mode": args.mode, "certificate": args.certificate,
-                "private_key": args.private_key, "trust": args.trust,
-                "trust_on_first_use": args.trust_on_first_use}
-    auth = {"username": args.username, "password_env": args.password_env,
-            "allow_plaintext_password": args.allow_plaintext_password or None}
-    try:
-        conn = OpcUaConnection.model_validate({
-            "protocol": "opcua", "url": args.url, "timeout": args.timeout,
-            "security": {k: v for k, v in security.items() if v not in (None, False)},
-            "auth": {k: v for k, v in auth.items() if v is not None}})
-    except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            print(f"edge-agent: {where}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        count = asyncio.run(browse(conn, args.path, args.depth, print))
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        print(f"edge-agent: {args.url}: {exc or type(exc).__name__}", file=sys.stderr)
-        return EXIT_ERROR
-    print(f"({count} nodes)", file=sys.stderr)
-    return EXIT_OK
-
-
-def _certs(args: argparse.Namespace) -> int:
-    from drivers.opcua.config import default_application_uri
-    from drivers.opcua.security import create_certificate
-    cert, key = args.dir / "own" / "cert.der", args.dir / "own" / "key.pem"
-    existing = [p for p in (cert, key) if p.exists()]
-    if existing and not args.force:
-        print(f"edge-agent: {existing[0]} exists (use --force to replace it)", file=sys.stderr)
-        return EXIT_ERROR
-    uri = args.uri or default_application_uri()
-    try:
-        create_certificate(cert, key, uri, args.hostname, args.days)
-        (args.dir / "trusted").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    print(f"certificate      {cert}\nprivate key      {key}\napplication URI  {uri}\n"
-          f"trust folder     {args.dir / 'trusted'} (put the server certificates here)\n"
-          f"Give the server {cert} to trust.")
     return EXIT_OK
 
 

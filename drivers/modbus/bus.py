@@ -19,7 +19,7 @@ from pymodbus.framer import FramerType
 
 from drivers.modbus.codec import MalformedReply
 from drivers.modbus.config import ModbusRtuConnection, ModbusRtuTcpConnection
-from drivers.modbus.transport import request, result, write_request, write_result
+from drivers.modbus.pdu import request, result, write_request, write_result
 
 LATE_REPLY_GUARD = 0.05  # seconds the line stays reserved after a timeout
 

@@ -8,13 +8,14 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from drivers.base import (COMM_FAILURE, DEVICE_ERROR, MALFORMED_REPLY, NOT_CONNECTED,
                           NOT_WRITABLE, OUT_OF_RANGE, TIMEOUT, Drained, DriverSpec, RawSample,
-                          Value, WriteRefused)
+                          Value, WriteRefused, bad_sample)
 from drivers.modbus.codec import BlockCodec, MalformedReply, encode_value, point_codec, with_bit
 from drivers.modbus.bus import rtu_over_tcp_bus, serial_bus
 from drivers.modbus.config import (ModbusRtuConnection, ModbusRtuTcpConnection,
                                    ModbusSignalFields, ModbusTcpConnection)
+from drivers.modbus.pdu import DeviceException
 from drivers.modbus.planner import Block, PlanPoint, plan_reads
-from drivers.modbus.transport import DeviceException, ModbusTcpTransport, RtuUnitTransport
+from drivers.modbus.transport import ModbusTcpTransport, RtuUnitTransport
 
 ModbusConnection = ModbusTcpConnection | ModbusRtuConnection | ModbusRtuTcpConnection
 
@@ -106,7 +107,7 @@ class ModbusDriver:
                     failure = TIMEOUT
                 except (ConnectionError, OSError):
                     failure = COMM_FAILURE
-            bad = RawSample(None, time.time_ns(), "bad", failure)
+            bad = bad_sample(failure)
             for point, _ in block.points:
                 samples[point.index] = bad
         return samples  # type: ignore[return-value]
@@ -176,8 +177,12 @@ def _line(conn: ModbusRtuConnection | ModbusRtuTcpConnection) -> tuple[str, Any,
     return f"modbus-rtu-tcp:{conn.host}:{conn.port}", {}, conn.unit_id
 
 
-MODBUS_TCP = DriverSpec("modbus-tcp", ModbusTcpConnection, ModbusSignalFields, _tcp)
+# Exception 2, illegal data address: the machine file names a register the unit does not have.
+MISMATCH_REASONS = ("device_exception:2",)
+
+MODBUS_TCP = DriverSpec("modbus-tcp", ModbusTcpConnection, ModbusSignalFields, _tcp,
+                        mismatch_reasons=MISMATCH_REASONS)
 MODBUS_RTU = DriverSpec("modbus-rtu", ModbusRtuConnection, ModbusSignalFields, _rtu,
-                        shared_resource=_line)
+                        shared_resource=_line, mismatch_reasons=MISMATCH_REASONS)
 MODBUS_RTU_TCP = DriverSpec("modbus-rtu-tcp", ModbusRtuTcpConnection, ModbusSignalFields, _rtu,
-                            shared_resource=_line)
+                            shared_resource=_line, mismatch_reasons=MISMATCH_REASONS)

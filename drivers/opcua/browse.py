@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from asyncua import ua
+# From their defining modules: asyncua and asyncua.ua expose these only as implicit
+# re-exports, which mypy --strict does not accept.
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 
 from drivers.opcua.addressing import is_node_id, parse_browse_path
 from drivers.opcua.codec import ValueCodec
@@ -16,7 +20,7 @@ from drivers.opcua.config import OpcUaConnection
 from drivers.opcua.resolve import Unresolved
 from drivers.opcua.session import Session
 
-_HIERARCHICAL = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+_HIERARCHICAL = ua.NodeId(ObjectIds.HierarchicalReferences)
 _MAX_CHILDREN = 500  # per node: a tree is for reading, not for dumping a whole historian
 
 
@@ -51,7 +55,7 @@ class _Walker:
     async def find(self, path: str) -> ua.NodeId:
         """Follow a browse path by names; a step without a namespace prefix matches a child
         of that name in any namespace (commissioning: the namespaces are not known yet)."""
-        node = ua.NodeId(ua.ObjectIds.RootFolder)
+        node = ua.NodeId(ObjectIds.RootFolder)
         if path.strip() == "/":
             return node
         try:
@@ -70,7 +74,7 @@ class _Walker:
 
     async def walk(self, node: ua.NodeId, name: str, depth: int, prefix: str,
                    connector: str = "") -> None:
-        attrs = await self._ua.read_attributes([node], ua.AttributeIds.NodeClass)
+        attrs = await self._ua.read_attributes([node], AttributeIds.NodeClass)
         if not attrs[0].StatusCode.is_good():
             if not connector:  # the start node itself
                 raise ConnectionError(f"{self.node_text(node)}: {attrs[0].StatusCode.name}")
@@ -107,10 +111,10 @@ class _Walker:
         kind = ua.NodeClass(node_class).name if node_class is not None else "?"
         text = f"{indent}{name}  ({self.node_text(node)})  {kind}"
         if node_class == ua.NodeClass.Variable:
-            values = await self._ua.read_attributes([node], ua.AttributeIds.Value)
-            types = await self._ua.read_attributes([node], ua.AttributeIds.DataType)
+            values = await self._ua.read_attributes([node], AttributeIds.Value)
+            types = await self._ua.read_attributes([node], AttributeIds.DataType)
             dtype = types[0].Value.Value if types[0].StatusCode.is_good() else None
-            type_name = ua.ObjectIdNames.get(dtype.Identifier, dtype.to_string()) \
+            type_name = ObjectIdNames.get(dtype.Identifier, dtype.to_string()) \
                 if isinstance(dtype, ua.NodeId) and dtype.NamespaceIndex == 0 else \
                 (self.node_text(dtype) if isinstance(dtype, ua.NodeId) else "?")
             sample = self._codec.sample(values[0], 0)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from asyncua import ua
 from asyncua.ua import status_codes
 
-from drivers.base import RawSample
+from drivers.base import BAD, GOOD, UNCERTAIN, Quality, RawSample, bad_sample
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _US = dt.timedelta(microseconds=1)
@@ -39,12 +39,12 @@ def status_name(code: int) -> str:
     return name
 
 
-def quality_of(code: int) -> tuple[str, str | None]:
+def quality_of(code: int) -> tuple[Quality, str | None]:
     """(quality, reason) of a StatusCode value: severity bits 00 good, 01 uncertain, 1x bad."""
     severity = code >> 30
     if severity == 0:
-        return "good", None
-    return ("uncertain" if severity == 1 else "bad"), status_name(code)
+        return GOOD, None
+    return (UNCERTAIN if severity == 1 else BAD), status_name(code)
 
 
 def datetime_ns(value: dt.datetime) -> int:
@@ -115,18 +115,18 @@ class ValueCodec:
         ts_ns = datetime_ns(ts) if ts is not None else now_ns
         if code >> 30:
             quality, reason = quality_of(code)
-            if quality == "bad":
+            if quality == BAD:
                 return RawSample(None, ts_ns, quality, reason)
         else:
-            quality, reason = "good", None
+            quality, reason = GOOD, None
         variant = dv.Value
         value = variant.Value if variant is not None else None
         try:
             value = self.convert(value)
         except UnsupportedValue as exc:
-            return RawSample(None, ts_ns, "bad", str(exc))
+            return bad_sample(str(exc), ts_ns)
         if value is None:
-            return RawSample(None, ts_ns, "bad", reason or "no_value")
+            return bad_sample(reason or "no_value", ts_ns)
         return RawSample(value, ts_ns, quality, reason)
 
     def convert(self, value: Any) -> Any:

@@ -18,10 +18,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from asyncua import ua
 from asyncua.common.ua_utils import data_type_to_variant_type
+# From their defining modules: asyncua and asyncua.ua expose these only as implicit
+# re-exports, which mypy --strict does not accept.
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from drivers.base import (COMM_FAILURE, DEVICE_ERROR, FLOAT32_MAX, NOT_CONNECTED, OUT_OF_RANGE,
                           TIMEOUT, WRONG_TYPE, Drained, RawSample, Value, WriteRefused,
-                          WriteSpec, coerce_write)
+                          WriteSpec, bad_sample, coerce_write)
 from drivers.opcua.codec import ValueCodec, status_name
 from drivers.opcua.config import OpcUaConnection, OpcUaSignalFields
 from drivers.opcua.resolve import Unresolved, relative_path
@@ -106,7 +110,7 @@ class OpcUaDriver:
         except (ConnectionError, TimeoutError):
             await self.close()
             raise
-        except (OSError, ua.UaError) as exc:
+        except (OSError, UaError) as exc:
             await self.close()
             raise ConnectionError(f"preparing the session failed: {type(exc).__name__}: {exc}") from exc
 
@@ -123,7 +127,7 @@ class OpcUaDriver:
     async def read(self, group: str) -> list[RawSample]:
         points = self._points[group]
         now_ns = time.time_ns()
-        samples = [RawSample(None, now_ns, "bad", p.problem or UNRESOLVED) for p in points]
+        samples = [bad_sample(p.problem or UNRESOLVED, now_ns) for p in points]
         for part, request in self._read_plan.get(group, ()):
             failure = COMM_FAILURE
             if self._session.connected:
@@ -136,17 +140,17 @@ class OpcUaDriver:
                     now_ns = time.time_ns()
                     if len(values) == len(part):
                         for p, dv in zip(part, values):
-                            samples[p.index] = p.codec.sample(dv, now_ns)  # type: ignore[union-attr]
+                            samples[p.index] = p.codec.sample(dv, now_ns)
                         continue
                     failure = "malformed_reply"
                 except TimeoutError:
                     failure = TIMEOUT
                     self._session.mark_lost("read timed out")
-                except ua.UaStatusCodeError as exc:
+                except UaStatusCodeError as exc:
                     failure = status_name(exc.code) if hasattr(exc, "code") else COMM_FAILURE
-                except (ConnectionError, OSError, ua.UaError):
+                except (ConnectionError, OSError, UaError):
                     self._session.mark_lost("read failed")
-            bad = RawSample(None, time.time_ns(), "bad", failure)
+            bad = bad_sample(failure)
             for p in part:
                 samples[p.index] = bad
         return samples
@@ -164,9 +168,9 @@ class OpcUaDriver:
         # Points that cannot be monitored on this session: bad every interval, not silent.
         for p in self._points[group]:
             if p.problem is not None:
-                drained.samples.append((p.index, RawSample(None, now_ns, "bad", p.problem)))
+                drained.samples.append((p.index, bad_sample(p.problem, now_ns)))
         if sub is not None:
-            drained.samples.extend((i, RawSample(None, now_ns, "bad", r)) for i, r in sub.refused)
+            drained.samples.extend((i, bad_sample(r, now_ns)) for i, r in sub.refused)
         return drained
 
     async def write(self, group: str, index: int, value: Value) -> None:
@@ -184,17 +188,17 @@ class OpcUaDriver:
                     p.write_type = await self._variant_type(p.node)
                 variant = _variant(value, p.write_type, p.codec.names if p.codec else None)
                 statuses = await uaclient.write(ua.WriteParameters(NodesToWrite=[ua.WriteValue(
-                    NodeId=p.node, AttributeId=ua.AttributeIds.Value,
+                    NodeId=p.node, AttributeId=AttributeIds.Value,
                     Value=ua.DataValue(variant))]))
         except TimeoutError:
             self._session.mark_lost("write timed out")
             raise WriteRefused(TIMEOUT, "no answer from the server: the write may or may not "
                                "have been applied") from None
-        except ua.UaStatusCodeError as exc:
+        except UaStatusCodeError as exc:
             code = getattr(exc, "code", None)
             raise WriteRefused(DEVICE_ERROR, status_name(code) if code is not None
                                else str(exc)) from None
-        except (ConnectionError, OSError, ua.UaError) as exc:
+        except (ConnectionError, OSError, UaError) as exc:
             self._session.mark_lost("write failed")
             raise WriteRefused(DEVICE_ERROR, f"{COMM_FAILURE}: {type(exc).__name__}") from None
         status = statuses[0] if statuses else None
@@ -204,7 +208,7 @@ class OpcUaDriver:
 
     async def _variant_type(self, node: ua.NodeId) -> ua.VariantType:
         """The VariantType a value of the node's DataType travels in (enumerations: Int32)."""
-        dv = (await self._session.uaclient.read_attributes([node], ua.AttributeIds.DataType))[0]
+        dv = (await self._session.uaclient.read_attributes([node], AttributeIds.DataType))[0]
         if not dv.StatusCode.is_good() or not isinstance(dv.Value.Value, ua.NodeId):
             raise WriteRefused(DEVICE_ERROR,
                                f"DataType unreadable: {status_name(dv.StatusCode.value)}")
@@ -249,7 +253,7 @@ class OpcUaDriver:
             part = readable[begin:begin + chunk]
             plan.append((part, ua.ReadParameters(
                 MaxAge=0, TimestampsToReturn=ua.TimestampsToReturn.Both,
-                NodesToRead=[ua.ReadValueId(NodeId=p.node, AttributeId=ua.AttributeIds.Value)
+                NodesToRead=[ua.ReadValueId(NodeId=p.node, AttributeId=AttributeIds.Value)
                              for p in part])))
         return plan
 
@@ -258,7 +262,7 @@ class OpcUaDriver:
         if not points:
             return
         uaclient = self._session.uaclient
-        types = await uaclient.read_attributes([p.node for p in points], ua.AttributeIds.DataType)
+        types = await uaclient.read_attributes([p.node for p in points], AttributeIds.DataType)
         for p, dv in zip(points, types):
             names = None
             if dv.StatusCode.is_good() and isinstance(dv.Value.Value, ua.NodeId):
@@ -273,7 +277,7 @@ class OpcUaDriver:
         assert resolver is not None
         publishing_ms = self._intervals.get(group, 1.0) * 1000
         items = [
-            ItemPlan(p.index, p.node, p.codec,  # type: ignore[arg-type]
+            ItemPlan(p.index, p.node, p.codec,
                      *_sampling_and_queue(p.signal, publishing_ms),
                      None if p.signal.server_deadband is None else (
                          ("absolute", p.signal.server_deadband.absolute)
@@ -319,7 +323,7 @@ class OpcUaDriver:
             p.codec = ValueCodec(p.signal.index, p.signal.max_array)
             signal_fields.append((p.index, names.index(p.signal.field), p.codec))
             p.problem = None
-        return EventPlan(name, notifier, event_filter(select, where, of_type),  # type: ignore[arg-type]
+        return EventPlan(name, notifier, event_filter(select, where, of_type),
                          names, signal_fields, source.queue_size)
 
     async def _rebuild(self, group: str, sub: GroupSubscription, silence: float | None) -> None:
@@ -337,7 +341,7 @@ class OpcUaDriver:
             async with asyncio.timeout(self._conn.timeout * 2):
                 await sub.create(uaclient)
             self.rebuilds += 1
-        except (TimeoutError, ConnectionError, OSError, ua.UaError) as exc:
+        except (TimeoutError, ConnectionError, OSError, UaError) as exc:
             log.warning("rebuilding the subscription failed: %s; reconnecting", exc)
             self._session.mark_lost("subscription could not be rebuilt")
 
@@ -376,7 +380,7 @@ async def _enum_names(uaclient: Any, datatype: ua.NodeId) -> dict[int, str] | No
             continue
         target = result.Targets[0].TargetId
         node = ua.NodeId(target.Identifier, target.NamespaceIndex, target.NodeIdType)
-        dv = (await uaclient.read_attributes([node], ua.AttributeIds.Value))[0]
+        dv = (await uaclient.read_attributes([node], AttributeIds.Value))[0]
         value = dv.Value.Value if dv.StatusCode.is_good() else None
         if not isinstance(value, list):
             continue

@@ -12,6 +12,9 @@ import uuid
 from typing import Mapping, Sequence
 
 from asyncua import ua
+# From their defining modules: asyncua and asyncua.ua expose these only as implicit
+# re-exports, which mypy --strict does not accept.
+from asyncua.ua.object_ids import ObjectIds
 
 from drivers.opcua.addressing import (
     STANDARD_ROOTS,
@@ -23,8 +26,8 @@ from drivers.opcua.addressing import (
     parse_node_id,
 )
 
-ROOT = ua.NodeId(ua.ObjectIds.RootFolder)
-BASE_EVENT_TYPE = ua.NodeId(ua.ObjectIds.BaseEventType)
+ROOT = ua.NodeId(ObjectIds.RootFolder)
+BASE_EVENT_TYPE = ua.NodeId(ObjectIds.BaseEventType)
 # Fields of BaseEventType (and of conditions) live in namespace 0 whatever default_namespace says.
 STANDARD_EVENT_FIELDS = {
     "EventId", "EventType", "SourceNode", "SourceName", "Time", "ReceiveTime", "LocalTime",
@@ -99,7 +102,7 @@ class NamespaceMap:
 def relative_path(names: Sequence[ua.QualifiedName]) -> ua.RelativePath:
     """Forward hierarchical references (any subtype), one element per browse name."""
     return ua.RelativePath(Elements=[
-        ua.RelativePathElement(ReferenceTypeId=ua.NodeId(ua.ObjectIds.HierarchicalReferences),
+        ua.RelativePathElement(ReferenceTypeId=ua.NodeId(ObjectIds.HierarchicalReferences),
                                IsInverse=False, IncludeSubtypes=True, TargetName=name)
         for name in names
     ])

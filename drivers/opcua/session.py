@@ -11,8 +11,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from asyncua import Client, ua
+from asyncua import ua
 from asyncua.client.ua_client import UaClientState
+# From their defining modules: asyncua and asyncua.ua expose these only as implicit
+# re-exports, which mypy --strict does not accept.
+from asyncua.client.client import Client
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from drivers.opcua.config import OpcUaConnection, default_application_uri
 from drivers.opcua.resolve import NamespaceMap, Resolver
@@ -25,10 +31,10 @@ from drivers.opcua.security import (
 )
 from drivers.secrets import SecretError
 
-MAX_NODES_PER_READ = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+MAX_NODES_PER_READ = ua.NodeId(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
 MAX_NODES_PER_TRANSLATE = ua.NodeId(
-    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds)
-NAMESPACE_ARRAY = ua.NodeId(ua.ObjectIds.Server_NamespaceArray)
+    ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds)
+NAMESPACE_ARRAY = ua.NodeId(ObjectIds.Server_NamespaceArray)
 
 
 def read_password(conn: OpcUaConnection) -> str | None:
@@ -85,7 +91,7 @@ class Session:
         except (UntrustedServer, ConnectionError, TimeoutError):
             await self._abandon(client)
             raise
-        except (OSError, ua.UaError, ValueError) as exc:
+        except (OSError, UaError, ValueError) as exc:
             await self._abandon(client)
             raise ConnectionError(_describe(exc)) from exc
 
@@ -133,7 +139,7 @@ class Session:
 
     async def _learn(self, client: Client) -> None:
         values = await client.uaclient.read_attributes(
-            [NAMESPACE_ARRAY, MAX_NODES_PER_READ, MAX_NODES_PER_TRANSLATE], ua.AttributeIds.Value)
+            [NAMESPACE_ARRAY, MAX_NODES_PER_READ, MAX_NODES_PER_TRANSLATE], AttributeIds.Value)
         array = values[0].Value.Value if values[0].StatusCode.is_good() else None
         if not isinstance(array, list):
             raise ConnectionError("the server did not return its NamespaceArray")
@@ -177,7 +183,7 @@ def _first_certificate(chain: bytes) -> bytes:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ua.UaStatusCodeError):
+    if isinstance(exc, UaStatusCodeError):
         name = ua.StatusCode(exc.code).name if hasattr(exc, "code") else type(exc).__name__
         hints = {
             "BadUserAccessDenied": "wrong username or password",

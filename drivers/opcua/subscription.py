@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from asyncua import ua
+# From their defining modules: asyncua and asyncua.ua expose these only as implicit
+# re-exports, which mypy --strict does not accept.
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 
-from drivers.base import DeviceEvent, Drained, RawSample
+from drivers.base import DeviceEvent, Drained, RawSample, bad_sample
 from drivers.opcua.codec import ValueCodec, datetime_ns, plain
 
 log = logging.getLogger("edge_agent.opcua")
@@ -190,12 +194,12 @@ class GroupSubscription:
         for index, position, codec in plan.signal_fields:
             value = values[position] if position < len(values) else None
             if value is None:
-                self._pending.samples.append((index, RawSample(None, ts_ns, "bad", "no_value")))
+                self._pending.samples.append((index, bad_sample("no_value", ts_ns)))
                 continue
             try:
                 self._pending.samples.append((index, RawSample(codec.convert(value), ts_ns)))
             except Exception as exc:
-                self._pending.samples.append((index, RawSample(None, ts_ns, "bad", str(exc))))
+                self._pending.samples.append((index, bad_sample(str(exc), ts_ns)))
 
     def adopt(self, old: GroupSubscription) -> None:
         """Keep what the previous session's subscription received but nobody drained yet."""
@@ -211,7 +215,7 @@ class GroupSubscription:
 
     def lose(self, reason: str, now_ns: int) -> None:
         """Mark every signal of the group bad (the subscription is gone until rebuilt)."""
-        bad = RawSample(None, now_ns, "bad", reason)
+        bad = bad_sample(reason, now_ns)
         indices = [item.index for item in self.items]
         for event in self.events:
             indices.extend(index for index, _, _ in event.signal_fields)
@@ -237,7 +241,7 @@ def _data_item(handle: int, item: ItemPlan) -> ua.MonitoredItemCreateRequest:
             DeadbandType=(ua.DeadbandType.Absolute if kind == "absolute" else ua.DeadbandType.Percent),
             DeadbandValue=value)
     return ua.MonitoredItemCreateRequest(
-        ItemToMonitor=ua.ReadValueId(NodeId=item.node, AttributeId=ua.AttributeIds.Value),
+        ItemToMonitor=ua.ReadValueId(NodeId=item.node, AttributeId=AttributeIds.Value),
         MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params)
 
 
@@ -246,7 +250,7 @@ def _event_item(handle: int, event: EventPlan) -> ua.MonitoredItemCreateRequest:
                                      QueueSize=event.queue_size, DiscardOldest=True,
                                      Filter=event.event_filter)
     return ua.MonitoredItemCreateRequest(
-        ItemToMonitor=ua.ReadValueId(NodeId=event.notifier, AttributeId=ua.AttributeIds.EventNotifier),
+        ItemToMonitor=ua.ReadValueId(NodeId=event.notifier, AttributeId=AttributeIds.EventNotifier),
         MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params)
 
 
@@ -261,16 +265,16 @@ def event_filter(select: Sequence[list[ua.QualifiedName]],
                  where: Sequence[tuple[list[ua.QualifiedName], str, Any]],
                  of_type: ua.NodeId | None) -> ua.EventFilter:
     """Select clauses by browse path; where terms AND-ed, plus an OfType term."""
-    base = ua.NodeId(ua.ObjectIds.BaseEventType)
+    base = ua.NodeId(ObjectIds.BaseEventType)
     clauses = [ua.SimpleAttributeOperand(TypeDefinitionId=base, BrowsePath=list(path),
-                                         AttributeId=ua.AttributeIds.Value) for path in select]
+                                         AttributeId=AttributeIds.Value) for path in select]
     leaves: list[ua.ContentFilterElement] = []
     if of_type is not None:
         leaves.append(ua.ContentFilterElement(FilterOperator=ua.FilterOperator.OfType,
                                               FilterOperands=[ua.LiteralOperand(Value=ua.Variant(of_type))]))
     for path, op, value in where:
         operand = ua.SimpleAttributeOperand(TypeDefinitionId=base, BrowsePath=list(path),
-                                            AttributeId=ua.AttributeIds.Value)
+                                            AttributeId=AttributeIds.Value)
         literal = ua.LiteralOperand(Value=ua.Variant(value))
         if op == "!=":
             leaves.append(ua.ContentFilterElement(FilterOperator=ua.FilterOperator.Not,

@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from drivers.base import COMM_FAILURE, CONFIG_ERROR, TIMEOUT, Drained, DriverSpec, RawSample
+from drivers.base import (COMM_FAILURE, CONFIG_ERROR, TIMEOUT, Drained, DriverSpec, RawSample,
+                          bad_sample)
 from drivers.serial_line.config import (GroupConfig, SerialLineConnection,
                                         SerialLineSignalFields, check_machine, wire_bytes)
 from drivers.serial_line.extract import CHECKSUM, Extractor
@@ -78,8 +79,9 @@ class _RequestGroup:
 
 
 # A streamed frame waiting for the next drain: (ts_ns, text, None) for a good frame,
-# (ts_ns, None, reason) for a bad sample set of the whole group.
-_Entry = tuple[int, "str | None", "str | None"]
+# (ts_ns, None, reason) for a bad sample set of the whole group. The union, not two
+# optionals, so that a bad entry is known to carry its reason.
+_Entry = tuple[int, str, None] | tuple[int, None, str]
 
 
 class _StreamGroup:
@@ -237,9 +239,9 @@ class SerialLineDriver:
         request = self._requests.get(group)
         size = self._sizes.get(group, 0)
         if request is None:  # a streaming group is drained, never read
-            return [RawSample(None, time.time_ns(), "bad", CONFIG_ERROR)] * size
+            return [bad_sample(CONFIG_ERROR)] * size
         if not self._transport.connected:
-            return [RawSample(None, time.time_ns(), "bad", COMM_FAILURE)] * size
+            return [bad_sample(COMM_FAILURE)] * size
         async with self._lock:
             future: asyncio.Future[tuple[str, int, bool]] = (
                 asyncio.get_running_loop().create_future())
@@ -261,9 +263,9 @@ class SerialLineDriver:
                 if self._waiter is not None and self._waiter[1] is future:
                     self._waiter = None
         if failure is not None:
-            return [RawSample(None, time.time_ns(), "bad", failure)] * size
+            return [bad_sample(failure)] * size
         if not good:
-            return [RawSample(None, ts_ns, "bad", CHECKSUM)] * size
+            return [bad_sample(CHECKSUM, ts_ns)] * size
         return self._extract(request, text, ts_ns)
 
     async def drain(self, group: str) -> Drained | None:
@@ -274,11 +276,13 @@ class SerialLineDriver:
         stream.flagged.clear()
         samples: list[tuple[int, RawSample]] = []
         size = stream.extractor.size
-        for ts_ns, text, reason in entries:
-            if text is not None:
+        for entry in entries:
+            if entry[1] is not None:  # narrows the union: unpacking it would not
+                ts_ns, text, _ = entry
                 samples.extend(enumerate(self._extract(stream, text, ts_ns)))
             else:
-                bad = RawSample(None, ts_ns, "bad", reason)
+                ts_ns, _, reason = entry
+                bad = bad_sample(reason, ts_ns)
                 samples.extend((i, bad) for i in range(size))
         stale = stream.stale_after
         if (stale is not None and not stream.stale_reported and self._transport.connected
@@ -286,7 +290,7 @@ class SerialLineDriver:
             stream.stale_reported = True
             self.timeouts += 1
             self._bursts["timeout"].note(detail=f"group {group}: no frame for {stale:g}s")
-            bad = RawSample(None, time.time_ns(), "bad", TIMEOUT)
+            bad = bad_sample(TIMEOUT)
             samples.extend((i, bad) for i in range(size))
         return Drained(samples, [])
 

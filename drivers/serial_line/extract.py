@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from drivers.base import RawSample, Value
+from drivers.base import RawSample, Value, bad_sample
 
 PARSE_ERROR = "parse_error"  # the field is there but does not convert to the signal's type
 UNEXPECTED_FRAME = "unexpected_frame"  # the frame does not match the regex, or lacks the field
@@ -87,7 +87,7 @@ class Extractor:
             match = self._regex.search(text)
             if match is None:
                 self.unexpected += 1
-                return [RawSample(None, ts_ns, "bad", UNEXPECTED_FRAME)] * self.size
+                return [bad_sample(UNEXPECTED_FRAME, ts_ns)] * self.size
         parts = text.split(self._delimiter) if self._delimiter is not None else []
         out: list[RawSample] = []
         append = out.append
@@ -100,17 +100,17 @@ class Extractor:
                     raw = parts[key]  # type: ignore[index]
                 except IndexError:  # the frame has fewer fields than this signal's index
                     short = True
-                    append(RawSample(None, ts_ns, "bad", UNEXPECTED_FRAME))
+                    append(bad_sample(UNEXPECTED_FRAME, ts_ns))
                     continue
             if raw is None:  # an optional group that did not take part in the match
                 self.parse_errors += 1
-                append(RawSample(None, ts_ns, "bad", PARSE_ERROR))
+                append(bad_sample(PARSE_ERROR, ts_ns))
                 continue
             try:
                 append(RawSample(convert(raw), ts_ns))
             except ValueError:
                 self.parse_errors += 1
-                append(RawSample(None, ts_ns, "bad", PARSE_ERROR))
+                append(bad_sample(PARSE_ERROR, ts_ns))
         if short:
             self.unexpected += 1
         return out

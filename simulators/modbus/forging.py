@@ -1,6 +1,6 @@
 """Simulated hot-forging line on one Modbus RTU line (RS-485), and its command line.
 
-Run: ``python -m simulators.forging (--pty | --serial DEVICE | --tcp PORT) [--baud 19200
+Run: ``python -m simulators.modbus.forging (--pty | --serial DEVICE | --tcp PORT) [--baud 19200
 --parity E --stopbits 1 --bytesize 8] [--turnaround-ms MS] [--seed N] [--time-scale X]
 [--extra-units N] [--dead-unit U ...] [--noise P] [--drop-every N] [--slow-ms MS]
 [--corrupt-every N] [--cut-every N]``.
@@ -14,10 +14,10 @@ Run: ``python -m simulators.forging (--pty | --serial DEVICE | --tcp PORT) [--ba
   ``forging listening on 127.0.0.1:PORT`` (the real port when PORT is 0).
 
 Runs until SIGTERM/SIGINT, then exits 0 (1 if it cannot open the pty/device/port). The line
-is paced at the baud rate (see simulators.serial_link); framing and faults are described in
-simulators.rtu_server. ``--time-scale X`` runs the process X times faster than real time
+is paced at the baud rate (see simulators.serial.port); framing and faults are described in
+simulators.modbus.rtu_server. ``--time-scale X`` runs the process X times faster than real time
 (simulated s = real s x X); the benchmark units are not scaled. ``--dead-unit`` may be
-repeated or given several ids. Behaviour of the machines: simulators.forging_physics.
+repeated or given several ids. Behaviour of the machines: simulators.modbus.forging_physics.
 
 Register map. All values are holding registers (function 03) unless stated; reads of unlisted
 addresses inside a unit's mapped range return 0, anything outside it is exception 02; every
@@ -101,18 +101,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from simulators import word_order as wo
-from simulators.forging_physics import ForgingLine
-from simulators.modbus_model import DataModel, Table
-from simulators.rtu_server import RtuFaults, RtuServer, RtuStats
-from simulators.serial_link import (
-    SerialLink,
-    SimulatorBase,
-    add_fault_arguments,
-    add_link_arguments,
-    link_from_args,
-    run_cli,
-)
+from simulators.modbus import word_order as wo
+from simulators.modbus.forging_physics import ForgingLine
+from simulators.modbus.model import DataModel, Table
+from simulators.modbus.rtu_server import RtuFaults, RtuServer, RtuStats
+from simulators.serial.cli import add_fault_arguments, add_link_arguments, link_from_args, run_cli
+from simulators.serial.link import SerialLink
+from simulators.serial.simulator import SimulatorBase
 
 PRESS_UNIT = 1
 HEATER_UNIT = 2
@@ -345,7 +340,7 @@ class ForgingSimulator(SimulatorBase[RtuFaults]):
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the forging-line simulator."""
     p = argparse.ArgumentParser(
-        prog="python -m simulators.forging",
+        prog="python -m simulators.modbus.forging",
         description="Simulated forging line (press, induction heater, scale) on Modbus RTU.",
     )
     add_link_arguments(p, baud=19200, parity="E")

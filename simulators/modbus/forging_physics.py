@@ -42,7 +42,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from simulators.press_physics import noise
+from simulators.common import noise
 
 IDLE_GAP_S = (0.8, 2.0)
 HEAT_DURATION_S = (4.0, 7.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 
-from simulators.modbus_model import DataModel, ExceptionCode, ModbusError, Table
+from simulators.modbus.model import DataModel, ExceptionCode, ModbusError, Table
 
 logger = logging.getLogger(__name__)
 

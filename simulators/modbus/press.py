@@ -1,6 +1,6 @@
 """Simulated mechanical stamping press speaking Modbus TCP, and its command line.
 
-Run: ``python -m simulators.press --host 127.0.0.1 --port 5020 --unit 1 --spm 30 --count 1
+Run: ``python -m simulators.modbus.press --host 127.0.0.1 --port 5020 --unit 1 --spm 30 --count 1
 --seed 0 --alarm-every 300 [--drop-every N] [--delay-ms MS] [--exception-rate P]
 [--fault-file PATH]``.
 ``--count N`` serves N independent presses on ports port..port+N-1 (seeds seed+i).
@@ -9,7 +9,7 @@ Runs until SIGTERM/SIGINT, then exits 0.
 
 Faults at runtime: with ``--fault-file PATH`` the simulator re-reads PATH at most every
 100 ms and, when its content changed, applies it to every press. The content is a JSON
-object of simulators.modbus_tcp_server.FaultConfig fields, overriding the ones given on
+object of simulators.modbus.tcp_server.FaultConfig fields, overriding the ones given on
 the command line, e.g. ``{"mode": "exception", "code": 4}``, ``{"mode": "delay",
 "delay_ms": 500}``, ``{"mode": "dribble", "dribble_ms": 2}``, ``{"mode": "none"}``
 (modes: none, delay, short_reply, short_adu, wrong_tid, wrong_unit, exception, dribble,
@@ -84,10 +84,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from simulators import word_order as wo
-from simulators.modbus_model import Table
-from simulators.modbus_tcp_server import FaultConfig, ModbusTcpServer
-from simulators.press_physics import (
+from simulators.modbus import word_order as wo
+from simulators.modbus.model import Table
+from simulators.modbus.press_physics import (
     DIE_HEIGHT_MM,
     DIE_ID,
     PressConfig,
@@ -96,6 +95,7 @@ from simulators.press_physics import (
     PressState,
     stroke_peaks,
 )
+from simulators.modbus.tcp_server import FaultConfig, ModbusTcpServer
 
 HOLDING_REGISTERS = 64
 INPUT_REGISTERS = 8
@@ -259,7 +259,7 @@ class PressDevice:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the press simulator."""
     p = argparse.ArgumentParser(
-        prog="python -m simulators.press", description="Simulated stamping press (Modbus TCP)."
+        prog="python -m simulators.modbus.press", description="Simulated stamping press (Modbus TCP)."
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5020, help="first TCP port (0 = OS picks)")

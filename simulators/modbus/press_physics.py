@@ -11,6 +11,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from simulators.common import noise
+
 STROKE_MM = 120.0
 CONROD_MM = 600.0
 NOMINAL_PEAK_KN = 400.0
@@ -174,16 +176,6 @@ def stroke_peaks(seed: int, stroke_number: int) -> StrokePeaks:
     )
     reverse = -REVERSE_FRACTION * (1 + rng.uniform(-0.1, 0.1)) * sum(channels)
     return StrokePeaks(channels=channels, reverse=reverse)  # type: ignore[arg-type]
-
-
-def noise(seed: int, channel: int, bucket: int) -> float:
-    """Cheap deterministic noise in [-1, 1) (splitmix64 of the three keys)."""
-    mask = 0xFFFFFFFFFFFFFFFF
-    x = (seed * 0x9E3779B97F4A7C15 + channel * 0xC2B2AE3D27D4EB4F + bucket) & mask
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
-    x ^= x >> 31
-    return (x >> 11) / float(1 << 52) - 1.0
 
 
 class PressPhysics:

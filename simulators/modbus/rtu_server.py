@@ -2,7 +2,7 @@
 
 Deliberately independent of pymodbus and of the agent's driver so it can catch their bugs.
 Several unit ids share one line, as slaves on one RS-485 bus: ``units`` maps unit id ->
-DataModel (simulators.modbus_model); the PDU is executed by simulators.modbus_pdu.
+DataModel (simulators.modbus.model); the PDU is executed by simulators.modbus.pdu.
 
 Framing (Modbus over serial line v1.02): ``unit (1) | PDU | CRC-16/Modbus (2, low byte
 first)``; CRC polynomial 0xA001 (reflected 0x8005), initial value 0xFFFF, table-driven here.
@@ -12,8 +12,8 @@ A request ends
   (01-06, 08: 8 bytes; 07, 0B, 0C, 11: 4 bytes; 0F, 10: 9 + byte count; 16: 10 bytes;
   17: 13 + write byte count), or otherwise
 * at the inter-frame silence: no byte for 3.5 character times (1.75 ms above 19200 baud)
-  after the line end of the last byte received (serial_link's virtual line time, because a pty
-  delivers a whole frame instantly). The whole buffer is then one frame.
+  after the line end of the last byte received (the virtual line time of simulators.serial.port,
+  because a pty delivers a whole frame instantly). The whole buffer is then one frame.
 
 Handling of a frame:
 
@@ -22,7 +22,7 @@ Handling of a frame:
 * unit not served, or in ``faults.dead_units``: ignored, no reply, as on RS-485
   (``stats.ignored``);
 * otherwise the PDU is executed and the reply sent at ``request line end + turnaround +
-  slow_ms``, paced at the baud rate. Exceptions as in modbus_pdu: 01 illegal function
+  slow_ms``, paced at the baud rate. Exceptions as in simulators.modbus.pdu: 01 illegal function
   (anything but 01-06, 0F, 10), 02 illegal data address (outside the unit's map), 03 illegal
   data value (bad quantity/length).
 
@@ -32,8 +32,8 @@ runtime, the reply counter keeps counting): ``noise`` probability that a reply i
 ``slow_ms`` extra delay before every reply; ``dead_units`` unit ids that stop answering;
 ``corrupt_every`` N-th reply with its CRC bytes inverted (XOR 0xFFFF); ``cut_every`` N-th
 reply truncated to its first len//2 bytes (then silence). Replies are numbered 1, 2, 3, ... over
-all units and connections; see serial_link for the precedence (drop, then cut, then corrupt).
-Dead/unknown units and bad frames are not replies and do not advance the counter.
+all units and connections; see simulators.serial.faults for the precedence (drop, then cut,
+then corrupt). Dead/unknown units and bad frames are not replies and do not advance the counter.
 """
 
 from __future__ import annotations
@@ -43,15 +43,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from simulators.modbus_model import DataModel
-from simulators.modbus_pdu import handle_pdu
-from simulators.serial_link import (
-    FaultAction,
-    LineFaults,
-    LinePort,
-    SerialLink,
-    SimulatorBase,
-)
+from simulators.modbus.model import DataModel
+from simulators.modbus.pdu import handle_pdu
+from simulators.serial.faults import FaultAction, LineFaults
+from simulators.serial.link import SerialLink
+from simulators.serial.port import LinePort
+from simulators.serial.simulator import SimulatorBase
 
 logger = logging.getLogger("simulators.rtu")
 

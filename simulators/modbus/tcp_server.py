@@ -20,15 +20,15 @@ import struct
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from simulators.lifecycle import Lifecycle
-from simulators.modbus_model import (
+from simulators.common import Lifecycle
+from simulators.modbus.model import (
     DataModel,
     ExceptionCode,
     ModbusError,
     RegisterBank,
     Table,
 )
-from simulators.modbus_pdu import READ_FUNCTIONS, exception_pdu, handle_pdu
+from simulators.modbus.pdu import READ_FUNCTIONS, exception_pdu, handle_pdu
 
 __all__ = [
     "DataModel",

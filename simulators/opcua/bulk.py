@@ -1,7 +1,7 @@
 """Benchmark OPC UA server: N Double variables that all change on every tick.
 
-Run: ``python -m simulators.opcua_bulk --port 4850 --variables 10000 --rate 1.0`` plus the
-shared options of simulators.cnc (security, pki dir, trusted clients, users, extra namespaces,
+Run: ``python -m simulators.opcua.bulk --port 4850 --variables 10000 --rate 1.0`` plus the
+shared options of simulators.opcua.cnc (security, pki dir, trusted clients, users, extra namespaces,
 delay). When listening it prints ``bulk listening on opc.tcp://HOST:PORT``. Every tick that
 takes longer than its period prints ``bulk tick N took X ms > period Y ms`` (the server, not the
 client, is then the bottleneck). SIGUSR1 toggles paused publishing, SIGUSR2 restarts the
@@ -29,14 +29,14 @@ from typing import Any
 
 from asyncua import ua
 
-from simulators.opcua_address_space import AddressSpaceBuilder, ns0
-from simulators.opcua_machine import (
+from simulators.opcua.address_space import AddressSpaceBuilder, ns0
+from simulators.opcua.machine import (
     TickingSimulator,
     add_server_arguments,
     run_cli,
     server_options_from_args,
 )
-from simulators.opcua_server import SimServer
+from simulators.opcua.server import SimServer
 
 NAMESPACE_URI = "urn:edge-agent:sim:bulk"
 MAX_VARIABLES = 1_000_000
@@ -145,7 +145,7 @@ class BulkServer(TickingSimulator):
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the bulk benchmark server."""
     p = argparse.ArgumentParser(
-        prog="python -m simulators.opcua_bulk",
+        prog="python -m simulators.opcua.bulk",
         description="OPC UA benchmark server: N changing Doubles.",
     )
     add_server_arguments(p, default_port=4850)

@@ -1,6 +1,6 @@
 """Simulated CNC machining centre speaking OPC UA (modelled loosely on umati / OPC 40501).
 
-Run: ``python -m simulators.cnc --port 4840 --name CNC-01 --seed 1 --time-scale 1.0
+Run: ``python -m simulators.opcua.cnc --port 4840 --name CNC-01 --seed 1 --time-scale 1.0
 --alarm-every 10 [--update-ms 100] [--security all --pki-dir DIR] [--trusted-clients DIR]
 [--user NAME:PASSWORD ...] [--no-anonymous] [--extra-namespaces N] [--delay-ms N]``.
 When listening it prints ``cnc listening on opc.tcp://HOST:PORT``. SIGUSR1 toggles paused
@@ -82,14 +82,14 @@ from typing import Any, ClassVar
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 
-from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
-from simulators.opcua_machine import (
+from simulators.opcua.address_space import AddressSpaceBuilder, VarSpec, ns0
+from simulators.opcua.machine import (
     MachineSimulator,
     add_machine_arguments,
     add_server_arguments,
     machine_main,
 )
-from simulators.opcua_server import SimServer
+from simulators.opcua.server import SimServer
 
 V = ua.VariantType
 NAMESPACE_URI = "urn:edge-agent:sim:cnc"
@@ -676,7 +676,7 @@ class CncSimulator(MachineSimulator):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of this simulator."""
-    p = argparse.ArgumentParser(prog="python -m simulators.cnc", description="Simulated CNC (OPC UA).")
+    p = argparse.ArgumentParser(prog="python -m simulators.opcua.cnc", description="Simulated CNC (OPC UA).")
     add_server_arguments(p, default_port=4840)
     add_machine_arguments(p, CncSimulator, alarm_every=10)
     return p

@@ -1,7 +1,7 @@
 """Simulated injection-moulding machine speaking OPC UA (modelled loosely on EUROMAP 77 / 83).
 
-Run: ``python -m simulators.injection --port 4841 --name IMM-01 --seed 1 --time-scale 1.0
---alarm-every 0 [--update-ms 100]`` plus the shared options of simulators.cnc (security,
+Run: ``python -m simulators.opcua.injection --port 4841 --name IMM-01 --seed 1 --time-scale 1.0
+--alarm-every 0 [--update-ms 100]`` plus the shared options of simulators.opcua.cnc (security,
 pki dir, trusted clients, users, extra namespaces, delay). When listening it prints
 ``injection listening on opc.tcp://HOST:PORT``. SIGUSR1 toggles paused publishing, SIGUSR2
 restarts the server, SIGTERM/SIGINT exit 0.
@@ -62,8 +62,8 @@ from enum import IntEnum
 
 from asyncua import ua
 
-from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec
-from simulators.opcua_machine import (
+from simulators.opcua.address_space import AddressSpaceBuilder, VarSpec
+from simulators.opcua.machine import (
     MachineSimulator,
     add_machine_arguments,
     add_server_arguments,
@@ -399,7 +399,7 @@ class InjectionSimulator(MachineSimulator):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of this simulator."""
-    p = argparse.ArgumentParser(prog="python -m simulators.injection", description="Simulated injection-moulding machine (OPC UA).")
+    p = argparse.ArgumentParser(prog="python -m simulators.opcua.injection", description="Simulated injection-moulding machine (OPC UA).")
     add_server_arguments(p, default_port=4841)
     add_machine_arguments(p, InjectionSimulator, alarm_every=0)
     return p

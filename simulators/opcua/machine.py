@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 from asyncua import ua
 from asyncua.common import events as ua_events
 
-from simulators.lifecycle import Lifecycle
-from simulators.opcua_address_space import AddressSpaceBuilder, VarSpec, ns0
-from simulators.opcua_pki import SECURITY_CHOICES, parse_security
-from simulators.opcua_server import SimServer
+from simulators.common import Lifecycle
+from simulators.opcua.address_space import AddressSpaceBuilder, VarSpec, ns0
+from simulators.opcua.pki import SECURITY_CHOICES, parse_security
+from simulators.opcua.server import SimServer
 
 logger = logging.getLogger("simulators.opcua")
 

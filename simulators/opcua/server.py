@@ -23,7 +23,7 @@
   same port with the same NodeIds: sockets, sessions and subscriptions are gone, ids restart
   like a real server's; values keep evolving; CLI: SIGUSR2).
 
-``MachineSimulator`` (opcua_machine.py) is the common base of the machine simulators: it owns a SimServer,
+``MachineSimulator`` (machine.py) is the common base of the machine simulators: it owns a SimServer,
 rebuilds the address space on every (re)start and runs the model on a fixed update period,
 writing only values that changed (through ``SimServer.write_values``, which bypasses asyncua's
 per-write checks) and emitting events from the machine object and the Server object.
@@ -46,14 +46,14 @@ from asyncua import Server, ua
 from asyncua.common import events as ua_events
 from asyncua.server.address_space import AttributeValue
 
-from simulators.lifecycle import Lifecycle
-from simulators.opcua_address_space import string_nodeid
-from simulators.opcua_faults import (
+from simulators.common import Lifecycle
+from simulators.opcua.address_space import string_nodeid
+from simulators.opcua.faults import (
     Faults,
     UaServer,
     install_subscription_hooks,
 )
-from simulators.opcua_pki import (
+from simulators.opcua.pki import (
     SECURITY_CHOICES,
     SimUserManager,
     TrustedClients,

@@ -1,11 +1,11 @@
 """Legacy ASCII serial devices: a streaming tonnage monitor and a polled temperature controller.
 
-Run: ``python -m simulators.serial_ascii DEVICE (--pty | --serial DEV | --tcp PORT) [--baud 9600
+Run: ``python -m simulators.serial.ascii DEVICE (--pty | --serial DEV | --tcp PORT) [--baud 9600
 --parity N --stopbits 1 --bytesize 8] [--turnaround-ms MS] [--time-scale X] [--seed N]
 [--zones N] [--noise P] [--drop-every N] [--slow-ms MS] [--corrupt-every N] [--cut-every N]
 [--burst N]`` with DEVICE ``tonnage`` or ``tempctl``. Prints one line ``<DEVICE> listening on
 <slave pty path | device | 127.0.0.1:PORT>`` and runs until SIGTERM/SIGINT (exit 0). Bytes are
-paced at the baud rate (simulators.serial_link). ``--time-scale X``: simulated s = real s x X.
+paced at the baud rate (simulators.serial.port). ``--time-scale X``: simulated s = real s x X.
 
 Tonnage monitor (``tonnage``) - streams, without being asked, one line per press stroke, a
 stroke every 1 simulated second with +-0.1 s jitter (stroke k at (k + 0.5 + j_k) s, |j_k| <= 0.1):
@@ -51,7 +51,7 @@ that a line/reply is preceded by 1..8 random bytes, none of them ``$ : CR LF``),
 slow_ms (extra delay before each tempctl reply / tonnage line), corrupt_every (the N-th
 line/reply carries a wrong checksum: the right one XOR 0x5A), cut_every (only the first half
 of the N-th line/reply is sent, without CR LF; the next line follows directly). Numbering and
-precedence as in simulators.serial_link, one counter per device over all connections.
+precedence as in simulators.serial.faults, one counter per device over all connections.
 """
 
 from __future__ import annotations
@@ -65,19 +65,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simulators.press_physics import noise
-from simulators.serial_link import (
-    FaultAction,
-    LineFaults,
-    LinePort,
-    SerialLink,
-    SimulatorBase,
-    add_fault_arguments,
-    add_link_arguments,
-    link_from_args,
-    run_cli,
-    sleep_until,
-)
+from simulators.common import noise
+from simulators.serial.cli import add_fault_arguments, add_link_arguments, link_from_args, run_cli
+from simulators.serial.faults import FaultAction, LineFaults
+from simulators.serial.link import SerialLink
+from simulators.serial.port import LinePort, sleep_until
+from simulators.serial.simulator import SimulatorBase
 
 DEVICES = ("tonnage", "tempctl")
 NOISE_EXCLUDE = b"$:\r\n"
@@ -397,7 +390,7 @@ class TemperatureController(AsciiDevice):
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the ASCII device simulator."""
     p = argparse.ArgumentParser(
-        prog="python -m simulators.serial_ascii",
+        prog="python -m simulators.serial.ascii",
         description="Legacy ASCII serial devices: tonnage monitor (streaming), temperature "
                     "controller (request/response).",
     )

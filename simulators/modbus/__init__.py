@@ -1,0 +1,1 @@
+"""Modbus simulators: TCP and RTU servers, the stamping press (TCP) and forging line (RTU)."""

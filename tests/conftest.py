@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Broker
+from tests.support.harness import Broker
 
 
 @pytest.fixture

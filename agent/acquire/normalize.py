@@ -7,7 +7,7 @@ import math
 from types import NoneType
 from typing import Any, Collection, Iterable, Sequence
 
-from agent.core.model import BAD, GOOD, UNCERTAIN, Reading
+from agent.core.model import BAD, GOOD, UNCERTAIN, Quality, Reading
 from drivers.base import OUT_OF_RANGE, RawSample
 
 
@@ -74,6 +74,7 @@ class GroupNormalizer:
         self.taps = taps
         for sig, sample in pairs:
             reason = sample.reason
+            quality: Quality
             if reason is not None and (sample.quality != UNCERTAIN or sample.value is None):
                 value, quality = None, (sample.quality if sample.quality != GOOD else BAD)
                 kind: type = NoneType

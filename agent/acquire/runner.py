@@ -21,7 +21,7 @@ from agent.acquire.schedule import PollSchedule
 from agent.config.loader import MachineConfig
 from agent.core.backoff import Backoff
 from agent.core.model import Reading
-from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample
+from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample, bad_sample
 from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
 
@@ -93,7 +93,7 @@ class MachineRunner:
                         readings = normalizers[group].apply_sparse(drained.samples)
                         events = drained.events
                 else:
-                    bad = RawSample(None, time.time_ns(), "bad", COMM_FAILURE)
+                    bad = bad_sample(COMM_FAILURE)
                     readings = normalizers[group].apply([bad] * len(self._groups[group]))
                 self.connected = driver.connected
                 meter.link.set(1 if self.connected else 0)

@@ -43,13 +43,22 @@ async def acquire_once(machine: MachineConfig, settle: float | None = None) -> l
                 readings = normalizer.apply(await driver.read(group))
                 by_signal = {r.signal: [r] for r in readings}
             else:
-                # First values of a subscription arrive within about one publishing interval.
-                await asyncio.sleep(settle if settle is not None else min(intervals[group] * 2 + 0.5, 10.0))
-                drained = await driver.drain(group)
-                assert drained is not None
+                # First values of a subscription arrive within about one publishing interval;
+                # on a loaded gateway later: a signal still without one gets as long again
+                # (an event field may rightly have none).
+                wait = settle if settle is not None else min(intervals[group] * 2 + 0.5, 10.0)
+                await asyncio.sleep(wait)
                 by_signal = {}
-                for reading in normalizer.apply_sparse(drained.samples):
-                    by_signal.setdefault(reading.signal, []).append(reading)
+                loop = asyncio.get_running_loop()
+                patience = loop.time() + wait
+                while True:
+                    drained = await driver.drain(group)
+                    assert drained is not None
+                    for reading in normalizer.apply_sparse(drained.samples):
+                        by_signal.setdefault(reading.signal, []).append(reading)
+                    if len(by_signal) >= len(signals) or loop.time() >= patience:
+                        break
+                    await asyncio.sleep(0.2)
             for sig in signals:
                 out.append(Acquired(position[id(sig)], sig, by_signal.get(sig.name, [])))
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.base import Value
+from drivers.base import BAD, GOOD, UNCERTAIN, Quality, Value
 
-GOOD, UNCERTAIN, BAD = "good", "uncertain", "bad"
+__all__ = ["BAD", "GOOD", "UNCERTAIN", "Batch", "Quality", "Reading", "event_stream"]
 
 
 @dataclass(slots=True)
@@ -16,7 +16,7 @@ class Reading:
     signal: str
     value: Value
     unit: str | None
-    quality: str
+    quality: Quality
     reason: str | None
     ts: int
 

@@ -10,7 +10,7 @@ from agent.acquire.derive.counters import NS, MonotonicCount, RateMeter
 from agent.acquire.derive.cycles import CycleDetector
 from agent.acquire.derive.execution import ExecutionMapper
 from agent.acquire.derive.store import CounterView
-from agent.core.model import BAD, GOOD, Reading
+from agent.core.model import BAD, GOOD, Quality, Reading
 from drivers.base import DeviceEvent
 
 INPUTS_BAD = "inputs_bad"  # a derived value whose signals have no good value
@@ -25,13 +25,13 @@ class _Published:
         self.name = name
         self.unit = published_unit(name)
         self.value: Any = None
-        self.quality: str | None = None
+        self.quality: Quality | None = None
         self.sent = 0
 
     def offer(self, value: Any, ts: int, heartbeat: int, out: list[Reading],
               reason: str | None = None) -> None:
         """None is a bad value, for `reason` (that of the inputs, when they have one)."""
-        quality = GOOD if value is not None else BAD
+        quality: Quality = GOOD if value is not None else BAD
         if value == self.value and quality == self.quality and ts - self.sent < heartbeat:
             return
         self.value, self.quality, self.sent = value, quality, ts

@@ -1,0 +1,1 @@
+"""Tests against real parts: mosquitto, the simulators, agent processes, pty pairs."""

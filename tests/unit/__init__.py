@@ -1,0 +1,1 @@
+"""Tests of one piece in-process: codecs, planners, config, derivations, the vocabulary."""

@@ -22,13 +22,15 @@ from agent.core.model import Batch, Reading, event_stream
 from agent.core.supervise import supervise
 from agent.core.topics import topic_base
 from agent.publish.state import StateCache
-from agent.publish.uplink import Uplink
+from agent.publish.uns import UnsProfile
+from agent.publish.uplink import Profile, Uplink
 from agent.runtime.health import Health
 from agent.runtime.http_server import listen_is_loopback
 from agent.runtime.logs import get_logger
 from agent.runtime.metrics import Metrics
 from agent.runtime.sd_notify import ServiceNotify
 from agent.writeback.commands import CommandHub
+from structlog.typing import FilteringBoundLogger as Log
 from drivers.registry import DRIVERS
 
 
@@ -82,11 +84,15 @@ class Agent:
             buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
             cfg.buffer.commit_interval, codec,
             get_logger(component="buffer"), self.metrics, owner=cfg.agent.id)
-        self.uplink = self._uplink(self.buffer.path.parent)
+        log = get_logger(component="uplink")
+        profile = self._profile(self.buffer.path.parent, log)
+        self.uplink = Uplink(cfg.mqtt, cfg.agent, self.buffer, profile, self.metrics, log,
+                             self.password, config.root)
         self.counters = CounterStore(self.buffer.path.parent / "counters.json")
         # Write-back commands (off unless write.enabled): routed from the uplink to machines.
         self.commands = CommandHub(cfg, self.metrics, get_logger(component="write"))
-        self.uplink.attach_commands(self.commands)
+        profile.commands = self.commands
+        self.commands.on_reply = self.uplink.notify
         # Connections machines share (a serial bus with several units), by the drivers' keys.
         self.shared: dict[str, Any] = {}
         self.metrics.watch_buses(self.shared)
@@ -96,18 +102,18 @@ class Agent:
         self._reload = asyncio.Event()
         self.health = Health(self.metrics, self.buffer, self.uplink,
                              lambda: [(r.id, r.connected) for r in self.machines])
-        self.uplink.summary = self.health.facts
+        if isinstance(profile, UnsProfile):
+            profile.summary = self.health.facts  # the retained status carries them
 
-    def _uplink(self, state_dir: Path) -> Uplink:
+    def _profile(self, state_dir: Path, log: Log) -> Profile:
+        """The payload contract of mqtt.profile."""
         cfg = self.config.agent
-        log = get_logger(component="uplink")
-        if cfg.mqtt.profile == "sparkplug":
-            from agent.publish.sparkplug.uplink import SparkplugUplink
-            return SparkplugUplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics,
-                                   log, self.password, self.config.root, state_dir,
-                                   lambda: [r.id for r in self.machines])
-        return Uplink(cfg.mqtt, cfg.agent, self.buffer, self.state, self.metrics, log,
-                      self.password, self.config.root)
+        sparkplug = cfg.mqtt.sparkplug
+        if cfg.mqtt.profile == "sparkplug" and sparkplug is not None:
+            from agent.publish.sparkplug.session import SparkplugProfile
+            return SparkplugProfile(sparkplug, cfg.agent, self.state, self.metrics, log,
+                                    state_dir, lambda: [r.id for r in self.machines])
+        return UnsProfile(cfg.mqtt, cfg.agent, self.state, log)
 
     def _runner(self, machine: MachineConfig) -> MachineRunner:
         return MachineRunner(machine, self.output, self.metrics, get_logger(machine=machine.id),

@@ -1,39 +1,64 @@
-"""The uplink: publishes committed batches oldest-first with QoS 1, in a bounded in-flight
-window, deletes each from the buffer on its PUBACK, and keeps the agent status topic."""
+"""The uplink: one broker connection at a time (brokers tried in turn, reconnects with capped
+backoff and jitter), committed batches published oldest first within a bounded in-flight
+window and deleted from the buffer once acknowledged.
+
+What goes on the wire is the profile's business: a `Profile` (agent/publish/uns.py,
+agent/publish/sparkplug/session.py) is a strategy the uplink calls at each step of a
+connection, and it reaches the connection's bookkeeping only through the uplink's public
+methods (publish_row, skip_row, publish_other, acked, room, wait, notify, next_server).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Protocol
 
-from agent import __version__
-from agent.core.backoff import Backoff
+from structlog.typing import FilteringBoundLogger as Log
+
 from agent.buffer.store import Buffer, Row
-from agent.publish.commands import CommandSink
 from agent.config.models import AgentIdentity, MqttConfig
 from agent.config.tls import tls_context
+from agent.core.backoff import Backoff
+from agent.publish.commands import CommandSink
 from agent.publish.connection import MqttConnection, MqttRefused, parse_url
-from agent.core.topics import status_topic
-from agent.publish.state import StateCache
-from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
 
 
-STATUS_EVERY = 30.0  # seconds between refreshes of the retained status (health summary)
+class Profile(Protocol):
+    """One payload contract's use of a broker connection."""
 
+    commands: CommandSink | None  # write commands, when the agent takes them
 
+    async def will(self) -> tuple[str, bytes, bool]:
+        """The Last Will of the next connection: (topic, payload, retain)."""
+
+    async def open(self, link: Uplink, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
+        """A new connection: subscriptions, births, status (tasks to cancel when it ends);
+        None: nothing to publish on it."""
+
+    async def between_batches(self, link: Uplink, conn: MqttConnection) -> bool:
+        """Work ahead of the backlog; False ends the connection."""
+
+    def publish(self, link: Uplink, conn: MqttConnection, row: Row) -> None:
+        """One committed batch, through link.publish_row or link.skip_row."""
+
+    async def idle(self, link: Uplink) -> None:
+        """Until there may be something to do."""
+
+    async def goodbye(self, link: Uplink, conn: MqttConnection) -> None:
+        """A graceful stop: the last words, then disconnect."""
 
 
 class Uplink:
     """Owns the broker connection; one instance per agent, run under supervision."""
 
     def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
-                 state: StateCache, metrics: Metrics, log: Log, password: str | None,
+                 profile: Profile, metrics: Metrics, log: Log, password: str | None,
                  config_root: Path) -> None:
-        self._cfg, self._identity, self._buffer, self._state = cfg, identity, buffer, state
+        self._cfg, self._identity, self._buffer = cfg, identity, buffer
+        self.profile = profile
         self._metrics, self._log, self._password = metrics, log, password
         # Brokers in the order they are tried: after a failed connect, the next one.
         self._servers = [(url, *parse_url(url)) for url in (cfg.url, *cfg.more_urls)]
@@ -44,33 +69,85 @@ class Uplink:
         ) if any(s[3] for s in self._servers) or cfg.tls else None
         self._last_error = ""  # of the last failed connect, logged again when it changes
         self._protocol = "5" if cfg.protocol in ("auto", "5") else "3.1.1"
-        self.status_topic = status_topic(cfg.topic_prefix, identity.site, identity.id)
         self._wake = asyncio.Event()
         self._conn: MqttConnection | None = None
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (buffer row id, sampled_ns)
         self._acked: list[int] = []
         self._cursor = 0
-        self._other: set[int] = set()  # mids of status and state messages in flight
+        self._other: set[int] = set()  # mids of messages that are not batches, in flight
+        self._waiters: dict[int, asyncio.Future[bool]] = {}  # mid -> who waits for its ack
         self._window = cfg.max_inflight  # per connection: also capped by the broker
-        self._status_mid: int | None = None
-        self._status_acked = asyncio.Event()
         self.connected = False
         self._closing = False
-        # The agent's health facts, published with the retained status (set by the agent).
-        self.summary: Callable[[], dict[str, Any]] | None = None
-        self.commands: CommandSink | None = None  # write commands: see attach_commands
 
     def notify(self) -> None:
-        """New batches were committed."""
+        """Something to do: new batches were committed, a reply or a command is waiting."""
         self._wake.set()
 
-    def _status(self, online: bool) -> bytes:
-        status: dict[str, Any] = {"agent": self._identity.id,
-                                  "status": "online" if online else "offline",
-                                  "version": __version__, "ts": time.time_ns()}
-        if online and self.summary is not None:
-            status["health"] = self.summary()
-        return json.dumps(status, separators=(",", ":")).encode()
+    # -- what profiles use ----------------------------------------------------------------
+
+    @property
+    def committed_id(self) -> int:
+        """The highest buffer row id committed so far."""
+        return self._buffer.committed_id
+
+    def publish_row(self, conn: MqttConnection, topic: str, payload: bytes, row: Row,
+                    qos: int = 1) -> None:
+        """A batch on the wire: deleted from the buffer once the broker acknowledges it
+        (QoS 1) or once written (QoS 0). ConnectionError when the connection is gone."""
+        mid = conn.publish(topic, payload, qos=qos)
+        self._inflight[mid] = (row.id, row.sampled_ns)
+
+    def skip_row(self, row: Row) -> None:
+        """A batch with nothing to publish: deleted from the buffer as if acknowledged."""
+        self._acked.append(row.id)
+
+    def publish_other(self, conn: MqttConnection, topic: str, payload: bytes, qos: int = 1,
+                      retain: bool = False) -> int:
+        """A message that is not a batch (status, state, a reply), counted in the in-flight
+        window until acknowledged; its mid."""
+        mid = conn.publish(topic, payload, qos=qos, retain=retain)
+        if qos:
+            self._other.add(mid)
+        return mid
+
+    async def acked(self, mid: int, timeout: float) -> bool:
+        """Whether the message `mid` of publish_other is acknowledged within `timeout` s."""
+        if mid not in self._other:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters[mid] = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.pop(mid, None)
+
+    def room(self) -> int:
+        """QoS 1 messages that may still go out unacknowledged on this connection."""
+        return self._window - len(self._inflight) - len(self._other)
+
+    async def wait(self, timeout: float | None = None, fresh: bool = False) -> None:
+        """Until notify() (a commit, an ack, a reply), or `timeout` seconds; `fresh`: a
+        notify from before this call does not count."""
+        if fresh:
+            self._wake.clear()
+        if timeout is None:
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    def next_server(self) -> None:
+        """After this connection, try the next broker of the list."""
+        self._server = (self._server + 1) % len(self._servers)
+
+    # -- the connection loop ----------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, pump, reconnect with capped backoff and jitter; forever."""
@@ -79,7 +156,7 @@ class Uplink:
             url, host, port, _ = self._servers[self._server]
             conn = MqttConnection(
                 self._cfg.client_id or f"edge-agent-{self._identity.id}", self._protocol,
-                await self._will(), self._cfg.username, self._password,
+                await self.profile.will(), self._cfg.username, self._password,
                 self._tls, self._cfg.max_inflight + 16, self._on_ack, self._on_lost,
                 self._on_callback_error, self._cfg.max_packet_size)
             try:
@@ -114,10 +191,6 @@ class Uplink:
             self._log.warning("broker connection lost; reconnecting", url=url)
             await asyncio.sleep(backoff.next())
 
-    async def _will(self) -> tuple[str, bytes, bool]:
-        """The Last Will of the next connection: (topic, payload, retain)."""
-        return self.status_topic, self._status(False), True
-
     async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
         url = self._servers[self._server][0]
         self._server = (self._server + 1) % len(self._servers)
@@ -135,8 +208,9 @@ class Uplink:
     def _on_ack(self, mid: int, ok: bool) -> None:
         if mid in self._other:
             self._other.discard(mid)
-            if mid == self._status_mid:
-                self._status_acked.set()
+            waiter = self._waiters.get(mid)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(ok)
             self._wake.set()
             return
         entry = self._inflight.pop(mid, None)
@@ -158,6 +232,9 @@ class Uplink:
         self._wake.set()
 
     def _on_lost(self) -> None:
+        for waiter in self._waiters.values():  # no ack will come on this connection
+            if not waiter.done():
+                waiter.set_result(False)
         self._wake.set()
 
     def _on_callback_error(self, where: str, exc: BaseException) -> None:
@@ -172,7 +249,8 @@ class Uplink:
         within the in-flight window until the connection ends."""
         self._window = min(self._cfg.max_inflight, conn.receive_maximum)
         self._other.clear()
-        tasks = await self._open_session(conn)
+        profile = self.profile
+        tasks = await profile.open(self, conn)
         if tasks is None:
             return
         self._cursor = 0  # everything up to here was published on this connection
@@ -182,9 +260,9 @@ class Uplink:
                 if self._acked:
                     self._buffer.ack(self._acked)
                     self._acked = []
-                if not await self._between_batches(conn):
+                if not await profile.between_batches(self, conn):
                     return
-                room = self._room()
+                room = self.room()
                 # Only ask the buffer when a commit brought something new: acks alone do not.
                 if room > 0 and self._buffer.committed_id > self._cursor:
                     rows, upto = await self._buffer.fetch_upto(self._cursor, room)
@@ -192,7 +270,7 @@ class Uplink:
                         break
                     try:
                         for row in rows:
-                            self._publish_row(conn, row)
+                            profile.publish(self, conn, row)
                             self._cursor = row.id
                     except ConnectionError:
                         break  # lost between fetch and publish; unacked rows go again later
@@ -202,102 +280,13 @@ class Uplink:
                         self._metrics.uplink_published.inc(len(rows))
                         self._metrics.uplink_inflight.set(len(self._inflight))
                         continue  # there may be more right away
-                await self._idle()
+                await profile.idle(self)
         finally:
             for task in tasks:
                 task.cancel()
             if self._acked:
                 self._buffer.ack(self._acked)
                 self._acked = []
-
-    async def _open_session(self, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
-        """What a new connection starts with: the online status, the retained state and
-        the command subscription (tasks to cancel when it ends); None: nothing to pump."""
-        self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
-        self._other.add(self._status_mid)
-        self._state.mark_all_dirty()
-        tasks = [asyncio.create_task(self._publish_state(conn), name="state-topic")]
-        commands = self._subscribe_commands(conn)
-        return tasks + ([commands] if commands is not None else [])
-
-    async def _between_batches(self, conn: MqttConnection) -> bool:
-        """Work ahead of the backlog (command replies); False ends the connection."""
-        if self.commands is not None:
-            self._send_replies(conn)
-        return True
-
-    def _publish_row(self, conn: MqttConnection, row: Row) -> None:
-        """One committed batch, QoS 1, deleted from the buffer on its PUBACK."""
-        mid = conn.publish(row.topic, row.payload)
-        self._inflight[mid] = (row.id, row.sampled_ns)
-
-    async def _idle(self) -> None:
-        """Until something happens: a commit, an ack, a command reply."""
-        await self._wake.wait()
-
-    # -- write commands (agent/writeback/commands.py): subscription and replies only ----------------
-
-    def attach_commands(self, hub: CommandSink) -> None:
-        """Receive write commands for `hub` (when it is enabled) and publish its replies."""
-        self.commands = hub
-        hub.on_reply = self.notify
-
-    def _subscribe_commands(self, conn: MqttConnection) -> asyncio.Task[None] | None:
-        # On every connection (each starts clean, with no subscription and no queued
-        # command: a command sent while the agent was away is never executed late).
-        hub = self.commands
-        if hub is None or not hub.enabled:
-            return None
-
-        async def subscribe() -> None:
-            try:
-                granted = await conn.subscribe(hub.subscription, 1, hub.submit, live_only=True)
-            except (ConnectionError, TimeoutError) as exc:
-                self._log.warning("cannot subscribe to write commands", topic=hub.subscription,
-                                  error=str(exc) or type(exc).__name__)
-                return
-            if granted:
-                self._log.info("subscribed to write commands", topic=hub.subscription)
-            else:
-                self._log.error("the broker refused the write command subscription (ACL?)",
-                                topic=hub.subscription)
-        return asyncio.create_task(subscribe(), name="write-commands")
-
-    def _send_replies(self, conn: MqttConnection) -> None:
-        # Replies go out directly, QoS 1, not retained, ahead of the telemetry backlog and
-        # within the in-flight window; never through the buffer (see agent/writeback/commands.py).
-        hub = self.commands
-        assert hub is not None
-        while self._room() > 0:
-            reply = hub.take_reply()
-            if reply is None:
-                return
-            try:
-                self._other.add(conn.publish(reply[0], reply[1], qos=1, retain=False))
-            except ConnectionError:
-                hub.put_back(reply)  # published after the reconnect
-                return
-
-    def _room(self) -> int:
-        """QoS 1 messages that may still go out unacknowledged on this connection."""
-        return self._window - len(self._inflight) - len(self._other)
-
-    async def _publish_state(self, conn: MqttConnection) -> None:
-        # Retained last value of every signal, for twins; latest wins, so never buffered.
-        # It shares the in-flight window with telemetry and only takes what is free.
-        next_status = time.monotonic() + STATUS_EVERY
-        while conn.is_connected:
-            for topic, payload in self._state.take_dirty(self._room() // 2):
-                if not conn.is_connected:
-                    return
-                self._other.add(conn.publish(topic, payload, qos=1, retain=True))
-                await asyncio.sleep(0)  # one machine at a time: polls due meanwhile go first
-            if time.monotonic() >= next_status and self._room() > 0:
-                # The retained status carries the health summary: keep it current.
-                next_status = time.monotonic() + STATUS_EVERY
-                self._status_mid = conn.publish(self.status_topic, self._status(True), retain=True)
-                self._other.add(self._status_mid)
-            await asyncio.sleep(self._cfg.state_interval)
 
     async def drain(self, grace: float) -> bool:
         """Wait up to `grace` seconds until every committed batch is acknowledged (call
@@ -312,17 +301,9 @@ class Uplink:
         return False
 
     async def close(self) -> None:
-        """Publish the retained offline status and disconnect cleanly."""
+        """A graceful stop: the profile's last words, then disconnect."""
         self._closing = True
         conn = self._conn
         if conn is None or not conn.is_connected:
             return
-        self._status_acked.clear()
-        try:
-            self._status_mid = conn.publish(self.status_topic, self._status(False), retain=True)
-            self._other.add(self._status_mid)
-            async with asyncio.timeout(2.0):
-                await self._status_acked.wait()
-        except (ConnectionError, TimeoutError):
-            pass
-        await conn.disconnect()
+        await self.profile.goodbye(self, conn)

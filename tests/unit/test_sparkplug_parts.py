@@ -15,7 +15,7 @@ from agent.publish.sparkplug.bdseq import BdSeq
 from agent.publish.sparkplug.datatypes import DataType
 from agent.publish.sparkplug.metrics import Catalog, coerce
 from agent.core.topics import Topics, state_topic
-from agent.publish.sparkplug.uplink import collected
+from agent.publish.sparkplug.session import collected
 
 
 def test_bdseq_is_persisted_and_wraps_from_255_to_0(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The Sparkplug B 3.0 edge-node session: the uplink of `mqtt.profile: sparkplug`.
+"""The Sparkplug B 3.0 edge-node session: the uplink profile of `mqtt.profile: sparkplug`.
 
 The agent is one edge node and each machine one device. Per connection: a Will (NDEATH
 with the session's bdSeq, QoS 1, not retained); if a primary host is configured, births
@@ -17,21 +17,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.core.admission import age_problem
-from agent.buffer.store import Buffer, Row
+from structlog.typing import FilteringBoundLogger as Log
+
+from agent.buffer.store import Row
 from agent.config.derive import AVAILABILITY, UNAVAILABLE
-from agent.config.models import AgentIdentity, MqttConfig
+from agent.config.models import AgentIdentity, SparkplugConfig
+from agent.core.admission import age_problem
 from agent.core.encoding import decode
+from agent.core.topics import Topics, state_topic
+from agent.publish.commands import CommandSink
 from agent.publish.connection import MqttConnection
 from agent.publish.sparkplug.bdseq import BdSeq
 from agent.publish.sparkplug.codec import Metric, encode
 from agent.publish.sparkplug.codec import decode as decode_payload
 from agent.publish.sparkplug.datatypes import DataType
 from agent.publish.sparkplug.metrics import EVENTS, Catalog, event_text
-from agent.core.topics import Topics, state_topic
 from agent.publish.state import StateCache
 from agent.publish.uplink import Uplink
-from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
 
 REBIRTH = "Node Control/Rebirth"
@@ -52,17 +54,15 @@ def collected(batch: dict[str, Any]) -> bool:
         for r in batch.get("readings") or [])
 
 
-class SparkplugUplink(Uplink):
-    """One edge node's session with its (primary) broker; run under supervision."""
+class SparkplugProfile:
+    """One edge node's session with its (primary) broker, as the uplink's profile."""
 
-    def __init__(self, cfg: MqttConfig, identity: AgentIdentity, buffer: Buffer,
-                 state: StateCache, metrics: Metrics, log: Log, password: str | None,
-                 config_root: Path, state_dir: Path,
+    def __init__(self, sp: SparkplugConfig, identity: AgentIdentity, state: StateCache,
+                 metrics: Metrics, log: Log, state_dir: Path,
                  devices: Callable[[], list[str]]) -> None:
-        super().__init__(cfg, identity, buffer, state, metrics, log, password, config_root)
-        sp = cfg.sparkplug
-        assert sp is not None  # validated: profile sparkplug has its block
-        self._sp = sp
+        self._sp, self._state, self._metrics, self._log = sp, state, metrics, log
+        self.commands: CommandSink | None = None
+        self._link: Uplink | None = None  # of the connection in progress
         self.topics = Topics(sp.group_id, sp.edge_node_id or identity.id)
         self._aliases = sp.aliases
         self._primary = sp.primary_host_id
@@ -78,7 +78,11 @@ class SparkplugUplink(Uplink):
         self._host_ts = -1  # timestamp of the last STATE of the primary host
         self._host_online = False
 
-    async def _will(self) -> tuple[str, bytes, bool]:
+    def _notify(self) -> None:
+        if self._link is not None:
+            self._link.notify()
+
+    async def will(self) -> tuple[str, bytes, bool]:
         # A new bdSeq per connection: the host matches the NDEATH to the NBIRTH by it.
         self.bd = await self._bdseq.next()
         return self.topics.ndeath, self._death(), False
@@ -92,8 +96,9 @@ class SparkplugUplink(Uplink):
 
     # -- the session --------------------------------------------------------------------
 
-    async def _open_session(self, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
+    async def open(self, link: Uplink, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
         """Subscriptions, the primary host's go-ahead, then the births."""
+        self._link = link
         self._born.clear()
         self._catalog = Catalog(self._aliases)
         self._host_online = self._primary is None
@@ -101,18 +106,17 @@ class SparkplugUplink(Uplink):
         while not self._host_online:  # births wait for the primary host
             if not conn.is_connected:
                 return None
-            self._wake.clear()
-            await self._idle()
-        self._boundary = self._buffer.committed_id  # what is older replays as history
+            await link.wait(LIFECYCLE_CHECK, fresh=True)
+        self._boundary = link.committed_id  # what is older replays as history
         try:
             self._birth(conn)
         except ConnectionError:
             return None
         return []
 
-    async def _between_batches(self, conn: MqttConnection) -> bool:
+    async def between_batches(self, link: Uplink, conn: MqttConnection) -> bool:
         if not self._host_online:
-            await self._leave(conn)
+            await self._leave(link, conn)
             return False
         if self._rebirth and (asyncio.get_running_loop().time() - self._born_at
                               >= self._sp.rebirth_interval):
@@ -122,31 +126,23 @@ class SparkplugUplink(Uplink):
                 return False  # lost meanwhile: the next connection is born anew
         return True
 
-    async def _idle(self) -> None:
+    async def idle(self, link: Uplink) -> None:
         # Wakes up now and then as well: the primary host's STATE arrives by itself.
-        try:
-            async with asyncio.timeout(LIFECYCLE_CHECK):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        await link.wait(LIFECYCLE_CHECK)
 
-    async def _leave(self, conn: MqttConnection) -> None:
+    async def _leave(self, link: Uplink, conn: MqttConnection) -> None:
         """The primary host went offline: NDEATH, disconnect, and try the next server."""
         self._log.warning("primary host offline: leaving the broker", host=self._primary)
-        await self._say_death(conn)
-        self._server = (self._server + 1) % len(self._servers)
+        await self.goodbye(link, conn)
+        link.next_server()
 
-    async def _say_death(self, conn: MqttConnection) -> None:
+    async def goodbye(self, link: Uplink, conn: MqttConnection) -> None:
         """An intentional goodbye: on MQTT 5 a DISCONNECT that has the broker publish the
         Will (the NDEATH); on 3.1.1 the NDEATH published, then DISCONNECT."""
         if conn.protocol != "5":
             try:
-                mid = conn.publish(self.topics.ndeath, self._death(), qos=1)
-                self._other.add(mid)
-                async with asyncio.timeout(2.0):
-                    while mid in self._other and conn.is_connected:
-                        await asyncio.sleep(0.01)
-            except (ConnectionError, TimeoutError):
+                await link.acked(link.publish_other(conn, self.topics.ndeath, self._death()), 2.0)
+            except ConnectionError:
                 pass
         await conn.disconnect(with_will=True)
 
@@ -198,7 +194,7 @@ class SparkplugUplink(Uplink):
         conn.publish(self.topics.device("DDEATH", device), encode([], self._next_seq(), ts), qos=0)
         self._born.discard(device)
 
-    def _publish_row(self, conn: MqttConnection, row: Row) -> None:
+    def publish(self, link: Uplink, conn: MqttConnection, row: Row) -> None:
         """One buffered batch as DDATA of its machine (births and deaths around it as its
         availability says); acknowledged once written, DDATA being QoS 0."""
         device = row.machine.split("/", 1)[0]  # a machine's event stream is "<id>/event"
@@ -206,7 +202,7 @@ class SparkplugUplink(Uplink):
             batch = decode(row.payload)
         except ValueError:
             self._log.error("undecodable batch in the buffer: skipped", row=row.id)
-            self._acked.append(row.id)
+            link.skip_row(row)
             return
         historical = row.id <= self._boundary
         readings = batch.get("readings") or []
@@ -214,7 +210,7 @@ class SparkplugUplink(Uplink):
                              if r.get("signal") == AVAILABILITY), None)
         if device not in self._born:
             if not collected(batch):  # a dead device's bad readings: nothing to tell
-                self._acked.append(row.id)
+                link.skip_row(row)
                 return
             # Back, or data from before it died replayed: born again first.
             self._device_birth(conn, device)
@@ -227,12 +223,11 @@ class SparkplugUplink(Uplink):
                                    int(record.get("ts", 0)) // 1_000_000, historical=historical)
                     for record in batch.get("events") or []]
         if metrics:
-            mid = conn.publish(self.topics.device("DDATA", device),
-                               encode(metrics, self._next_seq(), now_ms(),
-                                      include_datatype=False), qos=0)
-            self._inflight[mid] = (row.id, row.sampled_ns)
+            link.publish_row(conn, self.topics.device("DDATA", device),
+                             encode(metrics, self._next_seq(), now_ms(), include_datatype=False),
+                             row, qos=0)
         else:
-            self._acked.append(row.id)  # nothing new in it
+            link.skip_row(row)  # nothing new in it
         if availability == UNAVAILABLE:
             self._device_death(conn, device)
 
@@ -300,7 +295,7 @@ class SparkplugUplink(Uplink):
         else:
             self._log.info("rebirth requested")
         self._rebirth = True
-        self._wake.set()
+        self._notify()
 
     def _refuse(self, kind: str, reason: str, detail: str) -> None:
         self._metrics.inbound_refused.labels(reason).inc()
@@ -330,12 +325,4 @@ class SparkplugUplink(Uplink):
         if stamp < self._host_ts:
             return  # an older announcement than one already seen
         self._host_ts, self._host_online = stamp, online
-        self._wake.set()
-
-    async def close(self) -> None:
-        """A graceful stop: NDEATH, then disconnect."""
-        self._closing = True
-        conn = self._conn
-        if conn is None or not conn.is_connected:
-            return
-        await self._say_death(conn)
+        self._notify()

@@ -17,7 +17,7 @@ from agent.buffer.store import Buffer, buffer_path
 from agent.config.files import mqtt_password
 from agent.config.loader import ConfigInvalid, LoadedConfig, MachineConfig, load_config
 from agent.config.models import AgentFile
-from agent.core.encoding import PayloadCodec
+from agent.core.encoding import BatchCodec, PayloadCodec
 from agent.core.model import Batch, Reading, event_stream
 from agent.core.supervise import supervise
 from agent.core.topics import topic_base
@@ -38,7 +38,7 @@ class FanOut:
     """Where every runner's results go (agent/acquire/output.py MachineOutput): encoded once
     into a batch for the buffer, and into the twin state; write-back's inbox for a runner."""
 
-    def __init__(self, cfg: AgentFile, buffer: Buffer, codec: PayloadCodec, state: StateCache,
+    def __init__(self, cfg: AgentFile, buffer: Buffer, codec: BatchCodec, state: StateCache,
                  commands: CommandHub) -> None:
         self._prefix, self._site = cfg.mqtt.topic_prefix, cfg.agent.site
         self._append, self._codec, self._state, self._commands = (
@@ -79,7 +79,11 @@ class Agent:
         # ValueError, stops the start with exit code 2).
         self.password = mqtt_password(cfg.mqtt, config.root).read()
         self.state = StateCache(cfg.agent.id)
-        codec = PayloadCodec(cfg.agent.id, cfg.mqtt.encoding)
+        # Each profile's batches are encoded once, as that profile publishes them.
+        codec: BatchCodec = PayloadCodec(cfg.agent.id, cfg.mqtt.encoding)
+        if cfg.mqtt.profile == "sparkplug":
+            from agent.publish.sparkplug.record import SparkplugRecords
+            codec = SparkplugRecords(cfg.agent.id)
         self.buffer = Buffer(
             buffer_path(config.root, cfg.buffer.path, state_dir), cfg.buffer.max_bytes,
             cfg.buffer.commit_interval, codec,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.buffer.lock import BufferLock
-from agent.core.encoding import PayloadCodec
+from agent.core.encoding import BatchCodec
 from agent.core.model import Batch
 from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
@@ -162,7 +162,7 @@ def stats_of_file(path: Path) -> BufferStats:
 class Buffer:
     """Async facade over the writer thread. `append` never blocks the event loop."""
 
-    def __init__(self, path: Path, max_bytes: int, commit_interval: float, codec: PayloadCodec,
+    def __init__(self, path: Path, max_bytes: int, commit_interval: float, codec: BatchCodec,
                  log: Log, metrics: Metrics, owner: str = "") -> None:
         self.path = path
         self._owner = owner  # the agent id: the lock file names it to a refused second agent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import msgpack
 
@@ -29,6 +29,18 @@ def reading_map(r: Reading) -> dict[str, Any]:
 
 
 _MAX_TEMPLATES = 100_000  # bounded: reasons could in theory vary without end
+
+
+class BatchCodec(Protocol):
+    """How a profile's batches are encoded once, when collected: the readings or events of
+    one poll (by the fan-out), framed with seq and epoch (by the buffer)."""
+
+    def readings(self, readings: Sequence[Reading]) -> bytes: ...
+
+    def events(self, events: Sequence[Mapping[str, Any]]) -> bytes: ...
+
+    def frame(self, machine: str, epoch: str, seq: int, body: bytes,
+              key: str = "readings") -> bytes: ...
 
 
 class PayloadCodec:

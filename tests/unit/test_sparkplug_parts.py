@@ -15,6 +15,9 @@ from agent.publish.sparkplug.bdseq import BdSeq
 from agent.publish.sparkplug.datatypes import DataType
 from agent.publish.sparkplug.metrics import Catalog, coerce
 from agent.core.topics import Topics, state_topic
+from agent.core.encoding import PayloadCodec, decode
+from agent.core.model import Reading
+from agent.publish.sparkplug.record import SparkplugRecords, read
 from agent.publish.sparkplug.session import collected
 
 
@@ -91,10 +94,30 @@ def test_sparkplug_config_errors(mqtt: dict[str, object], message: str) -> None:
 def test_a_dead_devices_batch_is_published_only_if_it_holds_something_collected() -> None:
     """A replayed batch of a device that is not born gets a DBIRTH first when it carries
     data (so nothing collected before a death is lost); bad readings alone are not news."""
-    bad = {"signal": "cycle.count", "quality": "bad", "value": None}
-    unavailable = {"signal": "machine.availability", "quality": "good", "value": "UNAVAILABLE"}
-    good = {"signal": "cycle.count", "quality": "good", "value": 5}
-    assert not collected({"readings": [bad, unavailable]})
-    assert collected({"readings": [bad, good]})
-    assert collected({"readings": [], "events": [{"event": "machine.cycle"}]})
-    assert collected({"readings": [{**good, "quality": "uncertain"}]})
+    bad = ("cycle.count", None, "bad", 1)
+    unavailable = ("machine.availability", "UNAVAILABLE", "good", 1)
+    good = ("cycle.count", 5, "good", 1)
+    assert not collected([bad, unavailable], [])
+    assert collected([bad, good], [])
+    assert collected([], [('{"event":"machine.cycle"}', 1)])
+    assert collected([("cycle.count", 5, "uncertain", 1)], [])
+
+
+def test_a_batch_is_buffered_as_a_compact_record_and_read_back_whole() -> None:
+    """Encoded once, when collected: the buffer's frame around tuples; a batch the uns
+    profile buffered (JSON, before a switch of profile) reads the same."""
+    records = SparkplugRecords("gw")
+    readings = [Reading("cycle.count", 5, None, "good", None, 10**18),
+                Reading("press.force", None, "kN", "bad", "timeout", 10**18 + 1)]
+    body = records.frame("press-01", "e1", 7, records.readings(readings))
+    assert decode(body)["seq"] == 7 and decode(body)["epoch"] == "e1"  # as buffer recover reads
+    assert read(body) == ("press-01", [("cycle.count", 5, "good", 10**18),
+                                       ("press.force", None, "bad", 10**18 + 1)], [])
+    events = records.frame("press-01", "e1", 8, records.events([{"event": "x", "ts": 5}]),
+                           "events")
+    assert read(events) == ("press-01", [], [('{"event":"x","ts":5}', 5)])
+    uns = PayloadCodec("gw", "json")
+    legacy = uns.frame("press-01", "e1", 9, uns.readings(readings[:1]))
+    assert read(legacy) == ("press-01", [("cycle.count", 5, "good", 10**18)], [])
+    with pytest.raises(ValueError):
+        read(b"\x93garbage")

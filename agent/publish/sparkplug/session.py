@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from structlog.typing import FilteringBoundLogger as Log
 
@@ -23,7 +23,6 @@ from agent.buffer.store import Row
 from agent.config.derive import AVAILABILITY, UNAVAILABLE
 from agent.config.models import AgentIdentity, SparkplugConfig
 from agent.core.admission import age_problem
-from agent.core.encoding import decode
 from agent.core.topics import Topics, state_topic
 from agent.publish.commands import CommandSink
 from agent.publish.connection import MqttConnection
@@ -31,7 +30,8 @@ from agent.publish.sparkplug.bdseq import BdSeq
 from agent.publish.sparkplug.codec import Metric, encode
 from agent.publish.sparkplug.codec import decode as decode_payload
 from agent.publish.sparkplug.datatypes import DataType
-from agent.publish.sparkplug.metrics import EVENTS, Catalog, event_text
+from agent.publish.sparkplug.metrics import EVENTS, Catalog
+from agent.publish.sparkplug.record import EventTuple, ReadingTuple, read
 from agent.publish.state import StateCache
 from agent.publish.uplink import Uplink
 from agent.runtime.metrics import Metrics
@@ -46,12 +46,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def collected(batch: dict[str, Any]) -> bool:
+def collected(readings: list[ReadingTuple], events: list[EventTuple]) -> bool:
     """Whether a buffered batch holds anything the device delivered: an event, or a reading
     that is not bad (the agent's own machine.availability aside)."""
-    return bool(batch.get("events")) or any(
-        r.get("quality") != "bad" and r.get("signal") != AVAILABILITY
-        for r in batch.get("readings") or [])
+    return bool(events) or any(quality != "bad" and signal != AVAILABILITY
+                               for signal, _, quality, _ in readings)
 
 
 class SparkplugProfile:
@@ -197,31 +196,29 @@ class SparkplugProfile:
     def publish(self, link: Uplink, conn: MqttConnection, row: Row) -> None:
         """One buffered batch as DDATA of its machine (births and deaths around it as its
         availability says); acknowledged once written, DDATA being QoS 0."""
-        device = row.machine.split("/", 1)[0]  # a machine's event stream is "<id>/event"
         try:
-            batch = decode(row.payload)
+            device, readings, events = read(row.payload)
         except ValueError:
             self._log.error("undecodable batch in the buffer: skipped", row=row.id)
             link.skip_row(row)
             return
         historical = row.id <= self._boundary
-        readings = batch.get("readings") or []
-        availability = next((r["value"] for r in reversed(readings)
-                             if r.get("signal") == AVAILABILITY), None)
+        availability = next((value for signal, value, _, _ in reversed(readings)
+                             if signal == AVAILABILITY), None)
         if device not in self._born:
-            if not collected(batch):  # a dead device's bad readings: nothing to tell
+            if not collected(readings, events):  # a dead device's bad readings: no news
                 link.skip_row(row)
                 return
             # Back, or data from before it died replayed: born again first.
             self._device_birth(conn, device)
         catalog = self._catalog
         # History goes out whole; live data only with what changed since it was last sent.
-        metrics = [self._metric(device, item, historical) for item in readings
-                   if historical or catalog.changed(device, item["signal"], item.get("value"),
-                                                    item.get("quality", "good"))]
-        metrics += [catalog.metric(device, EVENTS, event_text(record),
-                                   int(record.get("ts", 0)) // 1_000_000, historical=historical)
-                    for record in batch.get("events") or []]
+        metrics = [catalog.metric(device, signal, value, ts // 1_000_000, historical=historical,
+                                  quality=quality)
+                   for signal, value, quality, ts in readings
+                   if historical or catalog.changed(device, signal, value, quality)]
+        metrics += [catalog.metric(device, EVENTS, text, ts // 1_000_000, historical=historical)
+                    for text, ts in events]
         if metrics:
             link.publish_row(conn, self.topics.device("DDATA", device),
                              encode(metrics, self._next_seq(), now_ms(), include_datatype=False),
@@ -230,11 +227,6 @@ class SparkplugProfile:
             link.skip_row(row)  # nothing new in it
         if availability == UNAVAILABLE:
             self._device_death(conn, device)
-
-    def _metric(self, device: str, item: dict[str, Any], historical: bool) -> Metric:
-        return self._catalog.metric(device, item["signal"], item.get("value"),
-                                    int(item["ts"]) // 1_000_000, historical=historical,
-                                    quality=item.get("quality", "good"))
 
     # -- commands -----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from structlog.typing import FilteringBoundLogger as Log
+
 from agent.acquire.derive.store import CounterStore
 from agent.acquire.output import CommandInbox
 from agent.acquire.runner import MachineRunner
@@ -30,7 +32,6 @@ from agent.runtime.logs import get_logger
 from agent.runtime.metrics import Metrics
 from agent.runtime.sd_notify import ServiceNotify
 from agent.writeback.commands import CommandHub
-from structlog.typing import FilteringBoundLogger as Log
 from drivers.registry import DRIVERS
 
 

@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger as Log
 
 from agent.acquire.derive.engine import Derivations
 from agent.acquire.derive.store import CounterStore
@@ -21,9 +22,8 @@ from agent.acquire.schedule import PollSchedule
 from agent.config.loader import MachineConfig
 from agent.core.backoff import Backoff
 from agent.core.model import Reading
-from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample, bad_sample
-from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
+from drivers.base import COMM_FAILURE, DeviceEvent, Driver, RawSample, bad_sample
 
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0
 

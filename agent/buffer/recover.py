@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from agent.buffer.store import BufferUnusable, buffer_error, open_database
 from agent.buffer.lock import BufferLock
+from agent.buffer.store import BufferUnusable, buffer_error, open_database
 from agent.core.encoding import decode
 
 _CHUNK = 512  # rows per query while the file reads fine

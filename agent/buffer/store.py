@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from structlog.typing import FilteringBoundLogger as Log
+
 from agent.buffer.lock import BufferLock
 from agent.core.encoding import BatchCodec
 from agent.core.model import Batch
-from structlog.typing import FilteringBoundLogger as Log
 from agent.runtime.metrics import Metrics
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond topic and payload (ids, seq, sizes, b-tree slack)

@@ -33,10 +33,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.cli.common import EXIT_OK, EXIT_ERROR, EXIT_CONFIG
-from agent.core.encoding import decode
 from agent.cli.live_view import (AgentMetrics, MachineSignals, MetricsUnavailable, build_view,
                              metrics_url, plain_lines, rich_view, scrape)
 from agent.cli.processes import free_port, terminate, wait_port
+from agent.core.encoding import decode
 
 # Children get no terminal input and their own process group: Ctrl-C reaches only the demo,
 # which then stops them in order (the agent drains to the broker before the broker stops).

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
-from agent.cli.common import EXIT_OK, EXIT_ERROR, EXIT_CONFIG, load_or_report
 from agent import __version__
+from agent.cli.common import EXIT_OK, EXIT_ERROR, EXIT_CONFIG, load_or_report
 
 if TYPE_CHECKING:
     from drivers.base import DriverCommand

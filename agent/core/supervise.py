@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
+
+from structlog.typing import FilteringBoundLogger as Log
 
 from agent.core.backoff import Backoff
-from structlog.typing import FilteringBoundLogger as Log
 
 _HEALTHY_RUN = 60.0  # a task that ran this long before failing starts its backoff afresh
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, Callable, Protocol
+
 from agent.runtime.metrics import Metrics
 
 HEARTBEAT = 0.5  # seconds between the loop's heartbeats

@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
+from structlog.typing import FilteringBoundLogger as Log
 
+from agent.config.models import AgentFile
 from agent.core.admission import SeenRecently, TokenBucket, age_problem, sent_ns
-
+from agent.runtime.metrics import Metrics
 from drivers.base import (DEVICE_ERROR, NOT_CONNECTED, NOT_WRITABLE, OUT_OF_RANGE, TIMEOUT,
                           WRONG_TYPE, Driver, Value, WriteRefused, WriteSpec, coerce_write)
-from structlog.typing import FilteringBoundLogger as Log
-from agent.runtime.metrics import Metrics
-from agent.config.models import AgentFile
 
 # Reasons of a refusal (besides the drivers' wrong_type, out_of_range, not_writable,
 # not_connected, device_error and timeout).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from agent.signals import vocabulary
-from agent.config.derive import AVAILABILITY, AVAILABLE, EXECUTION, UNAVAILABLE, DeriveConfig
 from agent.acquire.derive.counters import NS, MonotonicCount, RateMeter
 from agent.acquire.derive.cycles import CycleDetector
 from agent.acquire.derive.execution import ExecutionMapper
 from agent.acquire.derive.store import CounterView
+from agent.config.derive import AVAILABILITY, AVAILABLE, EXECUTION, UNAVAILABLE, DeriveConfig
 from agent.core.model import BAD, GOOD, Quality, Reading
+from agent.signals import vocabulary
 from drivers.base import DeviceEvent
 
 INPUTS_BAD = "inputs_bad"  # a derived value whose signals have no good value

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
 from structlog.typing import FilteringBoundLogger as Log
 
 WRITE_EVERY = 5.0  # seconds

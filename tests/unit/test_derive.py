@@ -45,12 +45,38 @@ def test_unwrapper_steps_wraps_and_resets() -> None:
     assert u.step(3) == 5  # wrapped: 65535, 0, 1, 2, 3 -> 65534 + 5
     assert u.step(3) == 0
     assert u.step(40000) == 39997
-    assert u.step(2) == 2  # a drop from the middle of the range is a reset, not a wrap
+    assert u.step(2) == 0  # a drop from the middle of the range is a reset, not a wrap
+    assert u.resets == 1
     plain = Unwrapper(None)
     assert plain.step(100) is None
     assert plain.step(0) == 0  # reset to zero: nothing counted
     assert plain.step(5) == 5
-    assert plain.step(3) == 3  # reset, then three more
+    assert plain.step(3) == 0  # a reset adds nothing; counting goes on from 3
+    assert plain.step(4) == 1
+    assert plain.resets == 2
+
+
+def test_a_counter_that_steps_back_adds_nothing_and_the_rate_stays_plausible() -> None:
+    """A press restarts and its stroke counter comes back 4 counts lower (2,345,685 ->
+    2,345,681): no increments, the rate stays at the real 30 strokes a minute, and the
+    total goes on by the strokes made after the restart."""
+    rate, total = RateMeter(60.0, None), MonotonicCount(None)
+    raw, t = 2_345_655, 0.0
+    for _ in range(31):  # 30 strokes a minute: one every 2 s
+        rate.update(raw, at(t))
+        total.update(raw)
+        raw, t = raw + 1, t + 2
+    before = total.total
+    assert before is not None and rate.rate(at(t - 2)) == 30.0
+    raw -= 5  # the restart: the last value read was 2,345,685, now 2,345,681
+    rates = []
+    for _ in range(40):
+        rate.update(raw, at(t))
+        total.update(raw)
+        rates.append(rate.rate(at(t)))
+        raw, t = raw + 1, t + 2
+    assert max(r for r in rates if r is not None) <= 30.0
+    assert total.total == before + 39  # the 39 strokes after the restart, nothing else
 
 
 def test_monotonic_count_survives_wraps_and_resets() -> None:
@@ -264,6 +290,25 @@ def test_engine_counters_and_rates() -> None:
     # Per minute over the increments seen: 4 in 1 s, 7 in 2 s, 10 in 3 s.
     assert [v.get("press.stroke_rate") for v in values[1:]] == [None, 240.0, 210.0, 200.0]
     assert "press.stroke_rate" not in values[0]  # unknown until two increments
+
+
+def test_a_rate_is_bad_with_its_inputs_reason_while_the_device_is_down() -> None:
+    """A stopped device is not a machine running at 0 strokes a minute: while its counter
+    reads bad, the rate is bad with the counter's reason; good again once it is back."""
+    d = Derivations(derive(availability=True,
+                           rates={"press.stroke_rate": {"counter": "x.parts", "window": "30s"}}))
+    for i in range(4):
+        d.step([r("x.parts", 10 + i, 2 * i)], [], True, at(2 * i), push=False)
+    out, _ = d.step([r("x.parts", None, 8, quality=BAD)], [], False, at(8), push=False)
+    rate = next(x for x in out if x.signal == "press.stroke_rate")
+    assert (rate.value, rate.quality, rate.reason) == (None, BAD, COMM_FAILURE)
+    out, _ = d.step([r("x.parts", None, 70, quality=BAD)], [], False, at(70), push=False)
+    assert all(x.quality == BAD for x in out if x.signal == "press.stroke_rate")
+    back = []
+    for t in (72, 74, 76):
+        out, _ = d.step([r("x.parts", 14 + (t - 72) // 2, t)], [], True, at(t), push=False)
+        back += [x for x in out if x.signal == "press.stroke_rate"]
+    assert back and all(x.quality == GOOD and x.value == 30.0 for x in back)
 
 
 def test_derived_counters_continue_across_a_restart(tmp_path: Path) -> None:

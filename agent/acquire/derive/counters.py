@@ -11,15 +11,18 @@ class Unwrapper:
     """Turns a device counter into steps of a monotonic count.
 
     With `rollover`, a drop from the top quarter of the range into the bottom quarter is a
-    wrap; any other drop is a reset (an operator zeroed it, a new job started): counting
-    goes on from the new value, and the step is that value.
+    wrap. Any other drop is a reset (an operator zeroed it, a new job started, the device
+    restarted from an older saved value): it adds nothing, is counted in `resets`, and
+    counting goes on from the new value. Taking the new value itself as the step would turn
+    a device that restarts a few counts back into millions of strokes in one poll.
     """
 
-    __slots__ = ("rollover", "raw")
+    __slots__ = ("rollover", "raw", "resets")
 
     def __init__(self, rollover: int | None) -> None:
         self.rollover = rollover
         self.raw: int | None = None
+        self.resets = 0
 
     def step(self, raw: int) -> int | None:
         """Counts added since the previous value; None for the first value (a baseline)."""
@@ -31,7 +34,8 @@ class Unwrapper:
         top = self.rollover
         if top is not None and last >= top * 3 // 4 and raw < top // 4:
             return raw + top - last
-        return raw
+        self.resets += 1
+        return 0
 
 
 class MonotonicCount:
@@ -70,6 +74,13 @@ class RateMeter:
         self._total = 0
         self._marks: deque[tuple[int, int]] = deque()  # (ts, total) at each increment
         self._since: int | None = None  # first value seen
+
+    def rebase(self) -> None:
+        """The counter could not be read for a while: forget what came before, so that a
+        rate after the gap is not averaged over it (the next value is a new baseline)."""
+        self._marks.clear()
+        self._unwrap.raw = None
+        self._since = None
 
     def update(self, raw: int, ts: int) -> None:
         """Feed one counter value read at `ts` (ns)."""

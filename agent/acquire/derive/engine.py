@@ -11,7 +11,7 @@ from agent.acquire.derive.store import CounterView
 from agent.config.derive import AVAILABILITY, AVAILABLE, EXECUTION, UNAVAILABLE, DeriveConfig
 from agent.core.model import BAD, GOOD, Quality, Reading
 from agent.signals import vocabulary
-from drivers.base import DeviceEvent
+from drivers.base import COMM_FAILURE, DeviceEvent
 
 INPUTS_BAD = "inputs_bad"  # a derived value whose signals have no good value
 
@@ -50,6 +50,9 @@ class Derivations:
         self._cycles = CycleDetector(config.cycle) if config.cycle else None
         self._rates = [(_Published(name), RateMeter(rate.window, rate.rollover), rate.counter)
                        for name, rate in config.rates.items()]
+        # Why a rate's counter has no good value now (None: it has one): a rate is only as
+        # good as its input, and a stopped device is not a machine running at 0 a minute.
+        self._rate_inputs: dict[str, str | None] = {signal: None for _, _, signal in self._rates}
         self._store = store
         self._counters = [(_Published(name), MonotonicCount(
             c.rollover, store.get(name) if store is not None else None), c.counter)
@@ -93,7 +96,11 @@ class Derivations:
         if self._availability is not None:
             self._availability.offer(AVAILABLE if connected else UNAVAILABLE, ts,
                                      self._heartbeat, out)
-        for published, meter, _ in self._rates:
+        for published, meter, signal in self._rates:
+            bad_input = self._rate_inputs[signal]
+            if bad_input is not None or not connected:
+                published.offer(None, ts, self._heartbeat, out, bad_input or COMM_FAILURE)
+                continue
             rate = meter.rate(ts)
             if rate is not None:  # unknown until a second increment: nothing to say yet
                 published.offer(rate, ts, self._heartbeat, out)
@@ -108,9 +115,16 @@ class Derivations:
             latest[r.signal] = value
             if cycles is not None:
                 cycles.update(r.signal, value, r.ts)
-            for meter in self._meters.get(r.signal, ()):
-                if _integral(value):
-                    meter.update(int(value), r.ts)  # type: ignore[arg-type]
+            meters = self._meters.get(r.signal)
+            if meters is not None:
+                good = _integral(value)
+                was_bad = self._rate_inputs[r.signal] is not None
+                self._rate_inputs[r.signal] = None if good else r.reason or INPUTS_BAD
+                for meter in meters:
+                    if good:
+                        if was_bad:
+                            meter.rebase()
+                        meter.update(int(value), r.ts)  # type: ignore[arg-type]
             for published, count in self._counts.get(r.signal, ()):
                 total = count.update(int(value)) if _integral(value) else None  # type: ignore[arg-type]
                 published.offer(total, r.ts, self._heartbeat, out, r.reason)

@@ -257,7 +257,10 @@ class FrameSplitter:
                 if len(buf) >= self._max:
                     self.overlong += 1
                     self._in_frame = False
-                    if self._resync:  # the next start marker begins the next frame
+                    # The next start marker begins the next frame, unless it is also the
+                    # terminator: then the next one ends this frame (as it would had it come
+                    # in the same read), and resync cannot tell a restart from an end anyway.
+                    if self._resync and start != term:
                         self._drop(len(buf))
                         return out
                     # The marker may occur in the data: the frame ends at its terminator,

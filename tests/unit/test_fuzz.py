@@ -261,6 +261,16 @@ def test_an_overlong_frame_whose_start_marker_is_also_its_terminator() -> None:
     assert split == whole.feed(b"$\0\0\0$$") == []
 
 
+def test_an_overlong_frame_whose_start_marker_is_also_its_terminator_with_resync() -> None:
+    """Found by the fuzzer: with resync on, an over-long frame seen whole was dropped up to
+    its terminator, but seen in pieces its terminator was taken for the next start."""
+    config = {"terminator": b"*", "start": b"*", "max_frame": 4, "resync_on_start": True}
+    pieces, whole = FrameSplitter(**config), FrameSplitter(**config)  # type: ignore[arg-type]
+    split = pieces.feed(b"*$") + pieces.feed(b"\0\0") + pieces.feed(b"**")
+    assert split == whole.feed(b"*$\0\0**") == []
+    assert pieces.buffered == whole.buffered == 1  # the last '*' begins the next frame
+
+
 _REGEXES = [
     r"^(?P<a>[-+]?\d+(?:\.\d+)?),(?P<b>\w+)",
     r"(?P<a>\S+)\s+(?P<b>\S*)",

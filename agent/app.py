@@ -169,8 +169,11 @@ class Agent:
             runners.append(runner)
             self._start(runner)
             started.append(machine_id)
-        for machine_id in set(stopped) - set(started):
-            self.state.forget(machine_id)
+        for machine_id in sorted(set(stopped) - set(started)):
+            topic = self.state.forget(machine_id)
+            if topic is not None:
+                self.log.info("machine removed: its retained state is cleared",
+                              machine=machine_id, topic=topic)
         self.machines = runners
         self.config = LoadedConfig(root, self.config.agent, list(new.machines))
         self.log.info("config reloaded", unchanged=len(kept), started=sorted(started),

@@ -34,6 +34,9 @@ class StateCache:
         self._agent = agent_id
         self._twins: dict[str, _Twin] = {}
         self._dirty: set[str] = set()
+        # State topics of machines no longer configured: an empty retained message clears
+        # each from the broker, so no twin sees a removed machine forever.
+        self._cleared: set[str] = set()
 
     def register(self, machine: str, topic: str, signals: Iterable[tuple[str, str | None]]) -> None:
         """Every signal of a machine (name, unit), so the state lists all of them from the
@@ -71,10 +74,14 @@ class StateCache:
             twin.cycle = record
             self._dirty.add(machine)
 
-    def forget(self, machine: str) -> None:
-        """A machine no longer configured."""
-        self._twins.pop(machine, None)
+    def forget(self, machine: str) -> str | None:
+        """A machine no longer configured: its retained state is cleared (the topic)."""
+        twin = self._twins.pop(machine, None)
         self._dirty.discard(machine)
+        if twin is None:
+            return None
+        self._cleared.add(twin.topic)
+        return twin.topic
 
     def signals(self, machine: str) -> list[Reading]:
         """The last reading of every signal of a machine, in config order."""
@@ -86,9 +93,11 @@ class StateCache:
 
     def take_dirty(self, limit: int) -> list[tuple[str, bytes]]:
         """(topic, payload) of up to `limit` machines whose state changed since they were
-        last taken; the others stay pending."""
+        last taken (an empty payload clears a removed machine's); the others stay pending."""
         out: list[tuple[str, bytes]] = []
-        for machine in sorted(self._dirty)[:max(0, limit)]:
+        while self._cleared and len(out) < limit:
+            out.append((self._cleared.pop(), b""))
+        for machine in sorted(self._dirty)[:max(0, limit - len(out))]:
             self._dirty.discard(machine)
             twin = self._twins[machine]
             payload: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Generic hand-written asyncio Modbus TCP server (MBAP framing) with fault injection.
 
 Deliberately independent of pymodbus so it can catch client bugs. One DataModel per
-listening port, answering a single configured unit id.
+listening port, answering its configured unit id and 255 (the server itself).
 
 Faults can be switched on a running server: assign a new FaultConfig to ``server.faults``
 (or call ``set_faults``, which also re-seeds the random generator); it applies from the
@@ -45,6 +45,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Modbus Messaging on TCP/IP: 0xFF addresses the server itself ("directly connected"),
+# the unit id libmodbus and many TCP masters send by default.
+DIRECT_UNIT = 0xFF
 # transaction id, protocol id, length (unit id + PDU), unit id
 MBAP_HEADER = struct.Struct(">HHHB")
 # Anything longer cannot be a Modbus TCP ADU (260 bytes max); treat it as a desynchronised
@@ -295,7 +298,7 @@ class ModbusTcpServer(Lifecycle):
         if faults.delay_ms > 0:
             await asyncio.sleep(faults.delay_ms / 1000.0)
         function = pdu[0]
-        if unit_id != self.unit_id:
+        if unit_id != self.unit_id and unit_id != DIRECT_UNIT:
             return exception_pdu(function, ExceptionCode.GATEWAY_TARGET_FAILED)
         if faults.mode == "exception" and function in READ_FUNCTIONS:
             return exception_pdu(function, ExceptionCode(faults.exception_code))

@@ -5,14 +5,29 @@ new ones start."""
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from tests.support.harness import (AgentConfig, AgentProcess, Broker, Simulator, Subscriber,
                            assert_complete_and_ordered, free_port, press_machine, wait_for)
 
 
+DROP_STATE = "factory/testsite/stamping/line-1/drop/state"
+
+
 def events(agent: AgentProcess, name: str) -> list[dict[str, object]]:
     return [line for line in agent.logs() if line.get("event") == name]
+
+
+def retained(broker: Broker, topic: str) -> bool:
+    """Whether the broker holds a retained message on `topic` (a new clean subscriber gets
+    it before the SUBACK's round trip ends)."""
+    sub = Subscriber(broker.port, topic=topic, client_id=f"retained-{time.monotonic_ns()}")
+    try:
+        time.sleep(0.3)
+        return any(m.retain and m.payload for m in sub.snapshot())
+    finally:
+        sub.close()
 
 
 def test_sighup_applies_machine_changes_and_refuses_an_invalid_config(
@@ -27,6 +42,7 @@ def test_sighup_applies_machine_changes_and_refuses_an_invalid_config(
         agent = AgentProcess(config, tmp_path / "state", tmp_path / "agent.log")
         try:
             wait_for(lambda: all(sub.telemetry(m) for m in machines), 20, "all three publishing")
+            wait_for(lambda: retained(broker, DROP_STATE), 20, "drop's retained state")
 
             # 1. An invalid config: nothing changes, every error is in the log.
             (config / "machines.d" / "change.yaml").write_text(
@@ -63,6 +79,12 @@ def test_sighup_applies_machine_changes_and_refuses_an_invalid_config(
             # keep was never restarted: no new connection of it, and its seq has no gap.
             connects = events(agent, "connected to device")[connects_before:]
             assert {c.get("machine") for c in connects} == {"change", "new"}
+            # A twin that subscribes now finds no retained state of the removed machine.
+            [cleared] = events(agent, "machine removed: its retained state is cleared")
+            assert (cleared["machine"], cleared["topic"]) == ("drop", DROP_STATE)
+            wait_for(lambda: not retained(broker, DROP_STATE), 20, "drop's state cleared")
+            wait_for(lambda: retained(broker, DROP_STATE.replace("/drop/", "/keep/")), 20,
+                     "keep's state still there")
         finally:
             assert agent.stop() == 0
         seqs = sorted(b["seq"] for b in sub.telemetry("keep"))

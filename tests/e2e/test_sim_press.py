@@ -322,6 +322,17 @@ async def test_exception_illegal_data_value(press_client: RawClient) -> None:
 async def test_exception_unknown_unit_id(press_client: RawClient) -> None:
     resp = await press_client.request(struct.pack(">BHH", 3, 0, 1), unit=9)
     assert exception_code(resp, 3) == 0x0B
+    resp = await press_client.request(struct.pack(">BHH", 3, 0, 1), unit=0)
+    assert exception_code(resp, 3) == 0x0B  # 0 is a serial line's broadcast, not a TCP unit
+
+
+async def test_unit_255_is_the_server_itself(press_client: RawClient) -> None:
+    """Modbus on TCP: unit 0xFF addresses the server directly (libmodbus's default)."""
+    resp = await press_client.request(struct.pack(">BHH", 3, 0, 4), unit=255)
+    assert resp[0] == 3 and resp[1] == 8  # a normal answer: 4 registers
+    direct = resp[2:]
+    resp = await press_client.request(struct.pack(">BHH", 3, 0, 4))
+    assert len(direct) == len(resp[2:]) == 8
     # the connection stays usable for the right unit
     assert len(await press_client.read_registers(0, 1)) == 1
 

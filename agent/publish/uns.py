@@ -36,16 +36,23 @@ class UnsProfile:
         self.summary: Callable[[], dict[str, Any]] | None = None
         self.commands: CommandSink | None = None
 
-    def _status(self, online: bool) -> bytes:
+    def _status(self, online: bool, stamped: bool = True) -> bytes:
         status: dict[str, Any] = {"agent": self._identity.id,
                                   "status": "online" if online else "offline",
-                                  "version": __version__, "ts": time.time_ns()}
+                                  "version": __version__}
+        if stamped:
+            status["ts"] = time.time_ns()
         if online and self.summary is not None:
             status["health"] = self.summary()
         return json.dumps(status, separators=(",", ":")).encode()
 
+    def _machines_down(self) -> Any:
+        return None if self.summary is None else self.summary().get("machines_down")
+
     async def will(self) -> tuple[str, bytes, bool]:
-        return self.status_topic, self._status(False), True
+        # No ts: the Will is made when the connection opens, but published when it is lost;
+        # any time in it would be older than the online status it replaces.
+        return self.status_topic, self._status(False, stamped=False), True
 
     async def open(self, link: Uplink, conn: MqttConnection) -> list[asyncio.Task[None]] | None:
         """The online status, the retained state and the command subscription."""
@@ -117,14 +124,17 @@ class UnsProfile:
         # Retained last value of every signal, for twins; latest wins, so never buffered.
         # It shares the in-flight window with telemetry and only takes what is free.
         next_status = time.monotonic() + STATUS_EVERY
+        down = self._machines_down()  # as the online status published at open said
         while conn.is_connected:
             for topic, payload in self._state.take_dirty(link.room() // 2):
                 if not conn.is_connected:
                     return
                 link.publish_other(conn, topic, payload, retain=True)
                 await asyncio.sleep(0)  # one machine at a time: polls due meanwhile go first
-            if time.monotonic() >= next_status and link.room() > 0:
-                # The retained status carries the health summary: keep it current.
-                next_status = time.monotonic() + STATUS_EVERY
+            # The retained status carries the health summary: refreshed when a machine goes
+            # up or down (the first poll round included), else now and then.
+            now_down = self._machines_down()
+            if (time.monotonic() >= next_status or now_down != down) and link.room() > 0:
+                next_status, down = time.monotonic() + STATUS_EVERY, now_down
                 link.publish_other(conn, self.status_topic, self._status(True), retain=True)
             await asyncio.sleep(self._cfg.state_interval)

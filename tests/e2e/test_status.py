@@ -3,19 +3,20 @@ from its metrics endpoint; exit 1 with a clear message when no agent answers."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from agent.cli.live_view import (AgentMetrics, MachineMetrics, MachineSignals, build_view,
                              metrics_url, parse_metrics, plain_lines, scrape)
 from agent.cli.processes import free_port
-from tests.support.harness import (REPO, AgentConfig, AgentProcess, Broker, Simulator, press_machine,
-                           wait_for)
+from tests.support.harness import (REPO, AgentConfig, AgentProcess, Broker, Simulator, Subscriber,
+                           press_machine, wait_for)
 
 
 def _status(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -181,3 +182,30 @@ def test_parse_rejects_what_is_not_an_agent() -> None:
     with pytest.raises(MetricsUnavailable):
         parse_metrics("# TYPE up gauge\nup 1.0\n")
     assert isinstance(parse_metrics(METRICS), AgentMetrics)
+
+
+def test_the_retained_status_follows_the_first_poll_round_and_the_will_has_no_stale_time(
+        tmp_path: Path, broker: Broker) -> None:
+    """The online status published on connecting says no machine is up yet: the next one
+    comes when a machine goes up (not 30 s later). The Will, made when the connection
+    opened, carries no time: any would be older than the online status it replaces."""
+    sim = Simulator(free_port())
+    config = AgentConfig(tmp_path, broker.port,
+                         machines={"press-01": press_machine("press-01", sim.port)}).write()
+    topic = "factory/testsite/_agent/gw-test/status"
+    sub = Subscriber(broker.port, topic=topic, client_id="status-watcher")
+    agent = AgentProcess(config, tmp_path / "state", tmp_path / "agent.log")
+    try:
+        def statuses() -> list[dict[str, Any]]:
+            return [json.loads(m.payload) for m in sub.snapshot() if m.payload]
+        wait_for(lambda: any(s.get("health", {}).get("machines_up") == 1 for s in statuses()),
+                 15, "a status saying press-01 is up, well before the 30 s refresh")
+        agent.kill9()
+        will = wait_for(lambda: [s for s in statuses() if s["status"] == "offline"], 30,
+                        "the Will")[0]
+        assert "ts" not in will and will["agent"] == "gw-test"
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+        sub.close()
+        sim.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import signal
 import sqlite3
@@ -58,11 +59,11 @@ def _parser(driver_commands: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent (what systemd starts)")
-    run.add_argument("-c", "--config", type=Path, required=True, help="config folder")
+    run.add_argument("-c", "--config", type=config_dir, required=True, help=CONFIG_HELP)
     run.add_argument("--state-dir", type=Path, help="folder for the buffer (overrides buffer.path's)")
 
     validate = sub.add_parser("validate", help="check a config folder, print every error")
-    validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.add_argument("-c", "--config", type=config_dir, required=True, help=CONFIG_HELP)
     validate.add_argument("--online", action="store_true",
                           help="also connect to every machine and check its signals exist")
     validate.add_argument("--user", help="check that this user (the service's User=) can read "
@@ -70,7 +71,7 @@ def _parser(driver_commands: bool = True) -> argparse.ArgumentParser:
 
     read = sub.add_parser("read", help="acquire one configured machine once and print it")
     read.add_argument("machine", help="machine id")
-    read.add_argument("-c", "--config", type=Path, required=True)
+    read.add_argument("-c", "--config", type=config_dir, required=True, help=CONFIG_HELP)
 
     if driver_commands:
         _add_driver_commands(sub)
@@ -91,7 +92,7 @@ def _parser(driver_commands: bool = True) -> argparse.ArgumentParser:
                         help="stats: backlog and seqs (also while the agent runs); recover: "
                         "with the agent stopped, move a damaged buffer aside and carry over "
                         "every batch it can still read")
-    buffer.add_argument("-c", "--config", type=Path, required=True)
+    buffer.add_argument("-c", "--config", type=config_dir, required=True, help=CONFIG_HELP)
     buffer.add_argument("--state-dir", type=Path)
     buffer.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -102,7 +103,7 @@ def _parser(driver_commands: bool = True) -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="ask the running agent how its machines, uplink and "
                             "buffer are doing (from its metrics endpoint)")
-    status.add_argument("-c", "--config", type=Path, required=True, help="config folder")
+    status.add_argument("-c", "--config", type=config_dir, required=True, help=CONFIG_HELP)
     status.add_argument("--state-dir", type=Path,
                         help="the agent's --state-dir, to read the oldest buffered batch")
     status.add_argument("--interval", type=float, default=1.0,
@@ -123,9 +124,28 @@ def _add_driver_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
                 parser.set_defaults(driver_command=command)
 
 
+CONFIG_HELP = "the config folder (agent.yaml and machines.d/); agent.yaml itself is taken too"
+
+
+def config_dir(text: str) -> Path:
+    """-c: the config folder; a path to its agent.yaml means that folder."""
+    path = Path(text)
+    return path.parent if path.name == "agent.yaml" and path.is_file() else path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # `edge-agent schema | head`: the reader left; what was not read is not an error.
+        # Python would report the broken pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = _parse(argv)
     command: DriverCommand | None = getattr(args, "driver_command", None)
     if command is not None:  # returns 0, 1 or 2 like EXIT_OK, EXIT_ERROR and EXIT_CONFIG
         result = command.run(args)

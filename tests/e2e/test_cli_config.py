@@ -167,3 +167,19 @@ def test_vocabulary_command_prints_the_documented_vocabulary() -> None:
     result = edge_agent("vocabulary")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (REPO / "docs" / "vocabulary.md").read_text()
+
+
+def test_c_takes_the_folder_or_its_agent_yaml_and_says_so_in_help() -> None:
+    examples = REPO / "config" / "examples"
+    by_file = edge_agent("validate", "-c", str(examples / "agent.yaml"))
+    assert by_file.returncode == 0 and "OK (" in by_file.stdout, by_file.stderr
+    for command in (["validate"], ["read", "m"], ["buffer", "stats"], ["run"], ["status"]):
+        helped = edge_agent(*command, "--help")
+        assert "the config folder (agent.yaml and machines.d/)" in helped.stdout, command
+
+
+def test_output_cut_short_by_a_pipe_is_no_error() -> None:
+    """`edge-agent schema | head`: the reader leaves early; no BrokenPipeError traceback."""
+    out = subprocess.run(f"{sys.executable} -m agent schema | head -1", shell=True, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "{" and out.stderr == "", out.stderr

@@ -77,6 +77,18 @@ def test_a_counter_that_steps_back_adds_nothing_and_the_rate_stays_plausible() -
         raw, t = raw + 1, t + 2
     assert max(r for r in rates if r is not None) <= 30.0
     assert total.total == before + 39  # the 39 strokes after the restart, nothing else
+    assert rate.resets == total.resets == 1
+
+
+def test_a_counter_reset_is_said_once_on_the_event_stream() -> None:
+    d = Derivations(derive(availability=False,
+                           counters={"part_count.total": {"counter": "x.parts"}},
+                           rates={"press.stroke_rate": {"counter": "x.parts"}}))
+    records = []
+    for i, raw in enumerate([100, 101, 102, 3, 4]):
+        records += d.step([r("x.parts", raw, i)], [], True, at(i), push=False)[1]
+    assert records == [{"event": "counter.reset", "ts": at(3),
+                        "fields": {"signal": "x.parts", "from": 102, "to": 3}}]
 
 
 def test_monotonic_count_survives_wraps_and_resets() -> None:

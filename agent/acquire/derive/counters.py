@@ -54,6 +54,11 @@ class MonotonicCount:
         """The last device value."""
         return self._unwrap.raw
 
+    @property
+    def resets(self) -> int:
+        """Drops of the device counter that were not wraps."""
+        return self._unwrap.resets
+
     def update(self, raw: int) -> int:
         """The count after this device value (the first value is taken as it is)."""
         step = self._unwrap.step(raw)
@@ -74,6 +79,11 @@ class RateMeter:
         self._total = 0
         self._marks: deque[tuple[int, int]] = deque()  # (ts, total) at each increment
         self._since: int | None = None  # first value seen
+
+    @property
+    def resets(self) -> int:
+        """Drops of the device counter that were not wraps."""
+        return self._unwrap.resets
 
     def rebase(self) -> None:
         """The counter could not be read for a while: forget what came before, so that a

@@ -112,7 +112,9 @@ class Derivations:
         cycles = self._cycles
         for r in readings:
             value = r.value if r.quality != BAD else None
+            before = latest.get(r.signal)
             latest[r.signal] = value
+            resets = self._resets(r.signal)
             if cycles is not None:
                 cycles.update(r.signal, value, r.ts)
             meters = self._meters.get(r.signal)
@@ -130,6 +132,10 @@ class Derivations:
                 published.offer(total, r.ts, self._heartbeat, out, r.reason)
                 if total is not None and self._store is not None:
                     self._store.put(published.name, count.raw, total)  # type: ignore[arg-type]
+            if resets is not None and self._resets(r.signal) != resets:
+                # Counted as a reset, not as strokes: said once, on the event stream.
+                records.append({"event": "counter.reset", "ts": r.ts,
+                                "fields": {"signal": r.signal, "from": before, "to": value}})
         if cycles is not None:
             record = cycles.check(latest, ts)
             if record is not None:
@@ -145,6 +151,13 @@ class Derivations:
             if state is not None and state != before:
                 records.append({"event": "machine.execution", "ts": ts,
                                 "fields": {"from": before, "to": state}})
+
+    def _resets(self, signal: str) -> int | None:
+        """How often the counter `signal` dropped without wrapping; None: not a counter."""
+        meters, counts = self._meters.get(signal), self._counts.get(signal)
+        if meters is None and counts is None:
+            return None
+        return max([m.resets for m in meters or ()] + [c.resets for _, c in counts or ()])
 
     def _event(self, event: DeviceEvent, records: list[dict[str, Any]]) -> None:
         if self._cycles is not None:

@@ -193,7 +193,7 @@ class Uplink:
 
     async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
         url = self._servers[self._server][0]
-        self._server = (self._server + 1) % len(self._servers)
+        self.next_server()
         delay = backoff.next() if self._server == 0 else 0.0  # a round of them, then wait
         error = str(exc) or repr(exc)
         # A TLS or credentials refusal needs a person, not a retry: say so at error level.

@@ -44,13 +44,13 @@ async def acquire_once(machine: MachineConfig, settle: float | None = None) -> l
                 by_signal = {r.signal: [r] for r in readings}
             else:
                 # First values of a subscription arrive within about one publishing interval;
-                # on a loaded gateway later: a signal still without one gets as long again
-                # (an event field may rightly have none).
+                # on a loaded gateway later: a signal still without one gets up to 3 s more
+                # (an event field may rightly have none, so this is a cap, not a wait).
                 wait = settle if settle is not None else min(intervals[group] * 2 + 0.5, 10.0)
                 await asyncio.sleep(wait)
                 by_signal = {}
                 loop = asyncio.get_running_loop()
-                patience = loop.time() + wait
+                patience = loop.time() + max(wait, 3.0)
                 while True:
                     drained = await driver.drain(group)
                     assert drained is not None
